@@ -1,0 +1,75 @@
+"""Atomic file writes and safe loading, so no run leaves a half-written output behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wgan.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary file lives in the same directory so the final ``os.replace`` is atomic.
+    On any error the temporary file is removed and ``path`` keeps its previous content.
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {target}: {exc.strerror or exc}; make its folder writable or free some space"
+        ) from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {target}: {exc.strerror or exc}; make its folder writable or free some space"
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temp file, fsync, then rename onto ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def torch_load_safe(path: str | os.PathLike[str], what: str, hint: str) -> Any:
+    """Load a ``.pt`` file with ``weights_only=True``; any failure is a ``UserError``.
+
+    ``what`` names the file's role (e.g. "generator"), ``hint`` says how to regenerate it.
+    """
+    target = Path(path)
+    if not target.is_file():
+        raise UserError(f"{what} file {target} is missing; {hint}")
+    try:
+        return torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} file {target} cannot be loaded ({reason[:200]}); {hint}") from exc
