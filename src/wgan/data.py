@@ -44,8 +44,9 @@ def to_uint8(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return ((images.float() * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
-def save_prepared(path: str | os.PathLike[str], images_u8: torch.Tensor, labels: torch.Tensor, mean: float,
-                  std: float) -> None:
+def save_prepared(
+    path: str | os.PathLike[str], images_u8: torch.Tensor, labels: torch.Tensor, mean: float, std: float
+) -> None:
     """Write a prepared split atomically."""
     if images_u8.dtype != torch.uint8 or tuple(images_u8.shape[1:]) != IMAGE_SHAPE:
         raise ValueError(f"images must be uint8 N x 1 x 28 x 28, got {images_u8.dtype} {tuple(images_u8.shape)}")
@@ -61,8 +62,9 @@ def save_prepared(path: str | os.PathLike[str], images_u8: torch.Tensor, labels:
     torch_save_atomic(payload, path)
 
 
-def load_prepared(path: str | os.PathLike[str], expect_mean: float | None = None,
-                  expect_std: float | None = None) -> Split:
+def load_prepared(
+    path: str | os.PathLike[str], expect_mean: float | None = None, expect_std: float | None = None
+) -> Split:
     """Load and check a prepared split; optionally insist on a given normalization."""
     raw = torch_load_safe(path, "prepared data", REBUILD_HINT)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -83,7 +85,5 @@ def load_prepared(path: str | os.PathLike[str], expect_mean: float | None = None
         raise UserError(f"{path} is corrupt (unexpected shapes or types); {REBUILD_HINT}")
     for name, want, got in (("mean", expect_mean, mean), ("std", expect_std, std)):
         if want is not None and not math.isclose(want, got, rel_tol=1e-6, abs_tol=1e-9):
-            raise UserError(
-                f"{path} was prepared with {name}={got} but prepare.{name} is {want}; {REBUILD_HINT}"
-            )
+            raise UserError(f"{path} was prepared with {name}={got} but prepare.{name} is {want}; {REBUILD_HINT}")
     return Split(images=normalize(images, mean, std), labels=labels.to(torch.int64), mean=mean, std=std)
