@@ -191,8 +191,9 @@ def fetch_torchvision(timeout_s: float = 60.0) -> MnistArrays:
 class NumpyOnlyUnpickler(pickle.Unpickler):
     """An unpickler that can rebuild numpy arrays and nothing else.
 
-    The PyPI pickle comes from the network: any global other than the three that an ndarray
-    needs (``_reconstruct``, ``ndarray``, ``dtype``) is refused before it can be called.
+    The PyPI pickle comes from the network: any global other than those an ndarray needs
+    (``_reconstruct``, ``ndarray``, ``dtype``, and ``_codecs.encode``, which Python 3's protocol-2
+    pickles use for raw bytes) is refused before it can be called.
     """
 
     _ALLOWED = {
@@ -200,6 +201,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"): ("numpy", "ndarray"),
         ("numpy", "dtype"): ("numpy", "dtype"),
+        ("_codecs", "encode"): ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> object:

