@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from wgan.errors import UserError
 
 
@@ -61,6 +59,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temp file, fsync, then rename onto ``path``."""
+    import torch  # imported here so torch-free stages (gif) start in a second, not ten
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()
@@ -72,6 +71,8 @@ def torch_load_safe(path: str | os.PathLike[str], what: str, hint: str) -> Any:
 
     ``what`` names the file's role (e.g. "generator"), ``hint`` says how to regenerate it.
     """
+    import torch
+
     target = Path(path)
     if not target.is_file():
         raise UserError(f"{what} file {target} is missing; {hint}")

@@ -1,0 +1,103 @@
+"""The grids in ``results/samples/`` -> one animated GIF of training progress.
+
+Grids are grayscale ('L'), which a GIF palette holds exactly, so frames are lossless. With
+``optimize=True`` Pillow writes each frame as the changed rectangle only, makes unchanged pixels
+transparent when a palette slot is free, and merges identical consecutive frames (adding up their
+durations), which keeps ~470 frames of a mostly black background small.
+
+The grid naming lives here, not in ``wgan.render``, so this module needs no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from wgan.config import GifConfig
+from wgan.errors import UserError
+from wgan.fileio import atomic_path
+
+RENDER_HINT = "rerun `dvc repro render`"
+GRID_PREFIX = "grid_"
+FINAL_NAME = "final.png"  # the last grid again, for the README; not a frame
+INDEX_DIGITS = 6  # minimum widths of the two numbers in a grid's name
+ITER_DIGITS = 7
+
+
+@dataclass(frozen=True)
+class GifSummary:
+    """What ``build_gif`` wrote, for the stage's log line."""
+
+    frames: int
+    grids: int
+    size_bytes: int
+
+
+def grid_name(index: int, iteration: int, count: int, last_iteration: int) -> str:
+    """``grid_<index>_it<iteration>.png``, widths fixed per run so lexical order is training order."""
+    index_digits = max(INDEX_DIGITS, len(str(count - 1)))
+    iter_digits = max(ITER_DIGITS, len(str(last_iteration)))
+    return f"{GRID_PREFIX}{index:0{index_digits}d}_it{iteration:0{iter_digits}d}.png"
+
+
+def list_grids(grid_dir: str | os.PathLike[str]) -> list[Path]:
+    """The grid files in training order (their names sort that way); ``final.png`` is not one."""
+    folder = Path(grid_dir)
+    grids = sorted(folder.glob(f"{GRID_PREFIX}*.png")) if folder.is_dir() else []
+    if not grids:
+        raise UserError(f"no grids ({GRID_PREFIX}*.png) in {folder}; {RENDER_HINT}")
+    return grids
+
+
+def select_frames(count: int, stride: int) -> list[int]:
+    """Every ``stride``-th index of ``count``, always ending with the last one."""
+    picked = list(range(0, count, stride))
+    if picked[-1] != count - 1:
+        picked.append(count - 1)
+    return picked
+
+
+def frame_durations(count: int, duration_ms: int, final_hold_ms: int) -> list[int]:
+    """``duration_ms`` per frame, ``final_hold_ms`` on the last one."""
+    return [duration_ms] * (count - 1) + [final_hold_ms]
+
+
+def read_grid(path: Path) -> Image.Image:
+    """Decode one grid as grayscale; unreadable or truncated files are a ``UserError``."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("L")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"grid {path} cannot be read ({reason[:200]}); {RENDER_HINT}") from exc
+
+
+def build_gif(grid_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], cfg: GifConfig) -> GifSummary:
+    """Write the animation of the selected grids to ``out_path`` atomically (old file kept on error)."""
+    grids = list_grids(grid_dir)
+    paths = [grids[i] for i in select_frames(len(grids), cfg.stride)]
+    frames = [read_grid(p) for p in paths]
+    size = frames[0].size
+    for path, frame in zip(paths, frames, strict=True):
+        if frame.size != size:
+            raise UserError(
+                f"grid {path} is {frame.size[0]}x{frame.size[1]} but {paths[0]} is {size[0]}x{size[1]}; "
+                f"grids from different runs are mixed, {RENDER_HINT}"
+            )
+    with atomic_path(out_path) as tmp:
+        frames[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=frame_durations(len(frames), cfg.duration_ms, cfg.final_hold_ms),
+            loop=cfg.loop,
+            optimize=True,
+        )
+    with Image.open(out_path) as written:
+        written_frames = int(getattr(written, "n_frames", 1))
+    return GifSummary(frames=written_frames, grids=len(frames), size_bytes=Path(out_path).stat().st_size)
