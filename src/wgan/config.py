@@ -113,7 +113,7 @@ class ClassifierConfig:
 
     epochs: int = _f(3, ge=1)
     batch_size: int = _f(128, ge=1)
-    lr: float = _f(1.0e-3, gt=0.0, le=1.0)
+    lr: float = _f(2.0e-3, gt=0.0, le=1.0)
     seed: int = _f(0, ge=0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -70,28 +70,42 @@ class Critic(nn.Module):
         return {"img_shape": list(self.img_shape), "hidden": list(self.hidden)}
 
 
+M = TypeVar("M", bound=nn.Module)
+
 _KINDS: dict[str, type[nn.Module]] = {"generator": Generator, "critic": Critic}
 
 
-def save_model(model: Generator | Critic, path: str | os.PathLike[str]) -> None:
-    """Write ``{"kind", "kwargs", "state_dict"}`` atomically; tensors only, so weights_only loading works."""
-    kind = "generator" if isinstance(model, Generator) else "critic"
+def save_module(model: nn.Module, kind: str, path: str | os.PathLike[str]) -> None:
+    """Write ``{"kind", "kwargs", "state_dict"}`` atomically; tensors only, so weights_only loading works.
+
+    ``model`` must have ``init_kwargs()``: the constructor arguments that rebuild it.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch_save_atomic({"kind": kind, "kwargs": model.init_kwargs(), "state_dict": state}, path)
 
 
-def load_model(path: str | os.PathLike[str], kind: str, hint: str = "rerun `dvc repro train`") -> nn.Module:
-    """Rebuild a saved generator or critic (in eval mode) from its file, with clear errors."""
+def load_module(path: str | os.PathLike[str], kind: str, cls: type[M], hint: str) -> M:
+    """Rebuild a module saved by ``save_module`` (in eval mode), with one clear error for any bad file."""
     raw = torch_load_safe(path, kind, hint)
     if not isinstance(raw, dict) or raw.get("kind") != kind or not isinstance(raw.get("kwargs"), dict):
         raise UserError(f"{path} is not a saved {kind}; {hint}")
     try:
-        model = _KINDS[kind](**raw["kwargs"])
+        model = cls(**raw["kwargs"])
         model.load_state_dict(raw["state_dict"])
     except (TypeError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise UserError(f"{path} does not hold a valid {kind} ({first}); {hint}") from exc
     return model.eval()
+
+
+def save_model(model: Generator | Critic, path: str | os.PathLike[str]) -> None:
+    """Save a generator or critic with the constructor arguments that rebuild it."""
+    save_module(model, "generator" if isinstance(model, Generator) else "critic", path)
+
+
+def load_model(path: str | os.PathLike[str], kind: str, hint: str = "rerun `dvc repro train`") -> nn.Module:
+    """Rebuild a saved generator or critic (in eval mode) from its file, with clear errors."""
+    return load_module(path, kind, _KINDS[kind], hint)
 
 
 def load_generator(path: str | os.PathLike[str], hint: str = "rerun `dvc repro train`") -> Generator:

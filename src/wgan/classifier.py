@@ -1,0 +1,141 @@
+"""A small LeNet-style digit classifier: trained once, then its penultimate layer scores the samples.
+
+The metrics (FID, KID, precision/recall, ...) need a feature space in which MNIST digits are
+well separated; the usual Inception network is slow on a CPU and was never trained on digits.
+This one trains in two to three minutes on a CPU core (3 epochs) and reaches 99% test accuracy.
+
+Saved files hold ``{"kind": "classifier", "kwargs", "state_dict"}`` (tensors only), so they load
+with ``torch.load(..., weights_only=True)``, like the generator and critic files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wgan.config import ClassifierConfig
+from wgan.models import load_module, save_module
+
+KIND = "classifier"
+N_CLASSES = 10
+LOAD_HINT = "rerun `dvc repro classifier`"
+
+
+class Classifier(nn.Module):
+    """conv5-BN-ReLU-pool, conv5-BN-ReLU-pool, fc-ReLU (the feature layer), fc -> 10 logits.
+
+    BatchNorm buys about 0.2% of test accuracy in a 3-epoch budget; in eval mode it is a fixed
+    affine map, so features do not depend on how the images are batched.
+    """
+
+    def __init__(self, channels: Sequence[int] = (16, 32), feature_dim: int = 128) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.feature_dim = int(feature_dim)
+        if len(self.channels) != 2:
+            raise ValueError(f"channels must be two numbers, got {list(self.channels)}")
+        c1, c2 = self.channels
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)  # 28 -> 28, pooled to 14
+        self.bn1 = nn.BatchNorm2d(c1)
+        self.conv2 = nn.Conv2d(c1, c2, 5)  # 14 -> 10, pooled to 5
+        self.bn2 = nn.BatchNorm2d(c2)
+        self.fc = nn.Linear(c2 * 5 * 5, self.feature_dim)
+        self.head = nn.Linear(self.feature_dim, N_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations (non-negative, ``feature_dim`` wide): the metrics' feature space."""
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        return F.relu(self.fc(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"channels": list(self.channels), "feature_dim": self.feature_dim}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the metrics need from the classifier for a set of images."""
+
+    features: torch.Tensor  # N x feature_dim, float32
+    probs: torch.Tensor  # N x 10, float32 softmax
+
+
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: ClassifierConfig,
+    log: Callable[[str], None] | None = None,
+    **model_kwargs: Any,
+) -> Classifier:
+    """Train with Adam on in-memory tensors (``torch.randperm`` batches); deterministic for a given seed on CPU.
+
+    The learning rate decays on a cosine schedule to zero over all steps, which is worth a few
+    tenths of a percent of test accuracy over a constant rate at no extra cost.
+    ``model_kwargs`` go to ``Classifier`` (the tests use a tiny one).
+    """
+    torch.manual_seed(cfg.seed)  # the initial weights
+    model = Classifier(**model_kwargs)
+    order = torch.Generator().manual_seed(cfg.seed)  # the batch order, independent of the global RNG
+    n = int(images.shape[0])
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        start, total = time.perf_counter(), 0.0
+        for idx in torch.randperm(n, generator=order).split(cfg.batch_size):
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if log is not None:
+            log(f"epoch {epoch}/{cfg.epochs}: train loss {total / n:.4f} ({time.perf_counter() - start:.1f} s)")
+    return model.eval()
+
+
+@torch.no_grad()
+def run_classifier(model: Classifier, images: torch.Tensor, batch_size: int = 1000) -> Outputs:
+    """Features and class probabilities of ``images``, in eval mode and in batches to bound memory."""
+    model.eval()
+    feats, probs = [], []
+    for batch in images.split(batch_size):
+        f = model.features(batch)
+        feats.append(f)
+        probs.append(torch.softmax(model.head(f), dim=1))
+    return Outputs(features=torch.cat(feats), probs=torch.cat(probs))
+
+
+@torch.no_grad()
+def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """``{"accuracy", "test_loss"}`` of ``model`` on a labelled set (mean cross-entropy as the loss)."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+        logits = model(x)
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    n = int(labels.shape[0])
+    return {"accuracy": correct / n, "test_loss": loss / n}
+
+
+def save_classifier(model: Classifier, path: str | os.PathLike[str]) -> None:
+    """Write the classifier with the constructor arguments that rebuild it (weights_only-loadable)."""
+    save_module(model, KIND, path)
+
+
+def load_classifier(path: str | os.PathLike[str], hint: str = LOAD_HINT) -> Classifier:
+    """Rebuild a saved classifier (in eval mode); a missing, truncated or foreign file is a ``UserError``."""
+    return load_module(path, KIND, Classifier, hint)
