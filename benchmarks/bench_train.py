@@ -1,0 +1,172 @@
+"""Time one critic iteration: the tutorial's loop vs this project's training step, interleaved in one process.
+
+(a) reference, written the tutorial's way: a torchvision MNIST dataset (``data/raw``) with ToTensor + Normalize
+    per sample, or, without the raw files, an equivalent Dataset over the prepared uint8 tensor (PIL
+    ``Image.fromarray`` + ToTensor + Normalize per sample); a shuffling DataLoader with 2 workers; ``.detach()``ed
+    fakes; two critic forwards; a per-parameter clamp loop; the loss formatted (a host sync) every generator step.
+    Only the tutorial's generator-loss bug is fixed: its gradients flow through D into G.
+(b) this project: ``wgan.train.epoch_batches`` + ``wgan.train.WGANStep``, i.e. the real training code.
+
+Same models (the train section of params.yaml), batch size, device and thread count. Rounds alternate
+(a, b, b, a, ...) after one untimed warm-up round of each, so drift in machine load hits both alike.
+
+    python benchmarks/bench_train.py [--rounds 6] [--iters 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+
+from wgan.config import TrainConfig, load_section
+from wgan.data import normalize
+from wgan.device import choose_device
+from wgan.fileio import torch_load_safe
+from wgan.train import WGANStep, build_models, derive_seed, epoch_batches
+
+RAW_ROOT = Path("data/raw")
+PREPARED = Path("data/prepared/train.pt")
+
+
+class PilDataset(Dataset):
+    """What torchvision's MNIST does per sample, over a uint8 tensor: PIL image, then the transform."""
+
+    def __init__(self, images_u8: torch.Tensor, transform: transforms.Compose) -> None:
+        self.images = images_u8[:, 0].numpy()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index], mode="L")), 0
+
+
+def load_data(mean: float, std: float) -> tuple[Dataset, torch.Tensor, str]:
+    """The reference dataset, the uint8 images behind it and a description of the source."""
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[mean], std=[std])])
+    try:
+        mnist = datasets.MNIST(root=str(RAW_ROOT), train=True, download=False, transform=transform)
+        return mnist, mnist.data.unsqueeze(1), f"torchvision MNIST({RAW_ROOT})"
+    except RuntimeError:
+        raw = torch_load_safe(PREPARED, "prepared data", "run `dvc repro prepare` first")
+        images = raw["images"]
+        return PilDataset(images, transform), images, f"PIL dataset over {PREPARED}"
+
+
+class TutorialLoop:
+    """The tutorial's training loop, resumable in chunks of iterations (its DataLoader iterator is kept)."""
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.generator, self.critic = build_models(cfg, device)
+        self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=cfg.lr)
+        self.opt_d = torch.optim.RMSprop(self.critic.parameters(), lr=cfg.lr)
+        self.loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=2, shuffle=True)
+        self.batches = enumerate(self.loader)
+
+    def run(self, iterations: int) -> None:
+        G, D, cfg = self.generator, self.critic, self.cfg  # noqa: N806 (the tutorial's names)
+        for _ in range(iterations):
+            try:
+                i, (real_imgs, _) = next(self.batches)
+            except StopIteration:  # a new epoch: the tutorial's `for epoch ...: for i, ... in enumerate(loader)`
+                self.batches = enumerate(self.loader)
+                i, (real_imgs, _) = next(self.batches)
+            real_imgs = real_imgs.to(self.device)
+            z = torch.normal(0, 1, size=(real_imgs.shape[0], cfg.latent_dim), device=self.device)
+            fake_imgs = G(z).detach()
+            dis_loss = -torch.mean(D(real_imgs)) + torch.mean(D(fake_imgs))
+            self.opt_d.zero_grad()
+            dis_loss.backward()
+            self.opt_d.step()
+            for p in D.parameters():
+                p.data.clamp_(-cfg.clip_value, cfg.clip_value)
+            if i % cfg.n_critic == 0:
+                gen_imgs = G(z)  # the fix: no .detach(), so the generator loss reaches G
+                self.opt_g.zero_grad()
+                gen_loss = -torch.mean(D(gen_imgs))
+                gen_loss.backward()
+                self.opt_g.step()
+                _ = f"{gen_loss:.8f} {dis_loss:.8f}"  # the tutorial's set_postfix: a host sync per G step
+
+
+class ProjectLoop:
+    """This project's training: on-device batches by index and ``WGANStep``, metrics read every log_every."""
+
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor, device: torch.device) -> None:
+        self.cfg = cfg
+        generator, critic = build_models(cfg, device)
+        self.images = images.to(device)
+        self.shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
+        self.step = WGANStep(cfg, generator, critic, torch.Generator(device).manual_seed(0))
+        self.batches = epoch_batches(self.images, cfg.batch_size, self.shuffle)
+        self.iteration = 0
+
+    def run(self, iterations: int) -> None:
+        for _ in range(iterations):
+            real = next(self.batches, None)
+            if real is None:
+                self.batches = epoch_batches(self.images, self.cfg.batch_size, self.shuffle)
+                real = next(self.batches)
+            self.step(real, self.iteration)
+            self.iteration += 1
+            if self.iteration % self.cfg.log_every == 0:
+                self.step.take_metrics()
+
+
+def timed(loop: TutorialLoop | ProjectLoop, iterations: int, device: torch.device) -> float:
+    """Milliseconds per iteration of ``iterations`` iterations."""
+    start = time.perf_counter()
+    loop.run(iterations)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000 / iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="timed rounds of each loop (default 6)")
+    parser.add_argument("--iters", type=int, default=300, help="iterations per round (default 300)")
+    args = parser.parse_args()
+
+    cfg: TrainConfig = load_section("train")
+    prepare = load_section("prepare")
+    device = choose_device()
+    dataset, images_u8, source = load_data(prepare.mean, prepare.std)
+    images = normalize(images_u8, prepare.mean, prepare.std)
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, batch {cfg.batch_size}, loss {cfg.loss}, "
+        f"n_critic {cfg.n_critic}, reference data: {source} ({len(images)} images)"
+    )
+    reference, project = TutorialLoop(cfg, dataset, device), ProjectLoop(cfg, images, device)
+    timed(reference, args.iters, device)  # warm-up: worker start, allocator, first-call costs
+    timed(project, args.iters, device)
+    times: dict[str, list[float]] = {"reference": [], "project": []}
+    for r in range(args.rounds):
+        order = ("reference", "project") if r % 2 == 0 else ("project", "reference")
+        for name in order:
+            times[name].append(timed(reference if name == "reference" else project, args.iters, device))
+        print(f"round {r + 1}: reference {times['reference'][-1]:.2f} ms/it, project {times['project'][-1]:.2f} ms/it")
+    del reference  # shuts the DataLoader workers down, so their peak RSS is counted below
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    for label, pick in (("median", statistics.median), ("best", min)):  # best: least disturbed by other load
+        ref, proj = pick(times["reference"]), pick(times["project"])
+        print(
+            f"{label:>6} of {args.rounds} rounds: reference (tutorial loop) {ref:.2f} ms per critic iteration, "
+            f"project (WGANStep) {proj:.2f} ms, speed-up {ref / proj:.2f}x"
+        )
+    print(f"peak RSS: main process {self_mb:.0f} MiB, largest DataLoader worker {child_mb:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,567 @@
+"""The WGAN training loop: in-memory data, resumable checkpoints, DVCLive metrics, fixed-noise samples.
+
+Design (each choice keeps the loop fast on a small CPU and ready for a GPU or DDP later):
+
+* The whole training split lives on the training device; each epoch is one ``torch.randperm`` on that
+  device (its ``torch.Generator`` seeded from ``train.seed``) and batches are gathered by index. There are
+  no per-sample transforms and no DataLoader. The last incomplete batch is dropped, so an epoch is
+  ``len(train) // batch_size`` iterations (937 for MNIST at 64; the tutorial keeps the partial 938th): every
+  step sees the same batch size (comparable loss values, static shapes) and every sample still takes part
+  because each epoch has a new permutation. ``batch_indices`` shards a batch by rank for a DDP launcher.
+* One *iteration* is one critic step; a generator step follows on every iteration ``i`` (0-based, counted
+  over the whole run, not per epoch as in the tutorial) with ``i % n_critic == 0``, so the cadence does not
+  jump at epoch boundaries. Fresh noise is drawn for every step from a dedicated seeded generator.
+* Metrics are summed on the device and read (one host sync) only every ``log_every`` iterations. Metric
+  steps, sample iterations and checkpoints all count *completed* iterations.
+* Logging, sampling and the held-out estimate never touch a random stream or a training statistic (the
+  generator runs in eval mode for them), so ``log_every`` and ``sample_interval`` do not change the weights.
+* Checkpoints are written at epoch ends. A checkpoint is only resumed when the train params, the data
+  files, the training code and the device type all match and the run it holds is unfinished; otherwise
+  it is ignored (with a message) and overwritten. A finished checkpoint stays on disk (it is a DVC output)
+  and a rerun with it present trains from scratch, so a forced rerun really retrains and rewrites every output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from tqdm import tqdm
+
+from wgan import losses, models
+from wgan.config import TrainConfig, to_dict
+from wgan.data import IMAGE_SHAPE, Split, load_prepared, to_uint8
+from wgan.device import choose_device
+from wgan.errors import UserError
+from wgan.fileio import torch_load_safe, torch_save_atomic
+from wgan.models import Critic, Generator
+from wgan.summary import model_summary
+
+SAMPLES_FORMAT = "wgan-samples-v1"
+CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
+PREPARE_HINT = "rebuild it with `dvc repro prepare`"
+
+# DVCLive metric names: files are dvclive/plots/metrics/<name>.tsv, summary keys nest on "/" in metrics.json.
+M_CRITIC = "train/critic_loss"  # what the critic minimizes: -wasserstein, plus the penalty under wgan-gp
+M_GENERATOR = "train/generator_loss"
+M_WASSERSTEIN = "train/wasserstein"
+M_GP = "train/gradient_penalty"
+M_HELDOUT = "test/wasserstein"
+M_RATE = "perf/iters_per_sec"
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Every file the train stage reads or writes, relative to the working directory (DVC runs from the root)."""
+
+    train_data: Path = Path("data/prepared/train.pt")
+    test_data: Path = Path("data/prepared/test.pt")
+    generator: Path = Path("models/generator.pt")
+    critic: Path = Path("models/critic.pt")
+    samples: Path = Path("models/samples.pt")
+    checkpoint: Path = Path("models/checkpoint.pt")
+    live_dir: Path = Path("dvclive")
+
+
+@dataclass
+class Samples:
+    """Fixed-noise snapshots so far: uint8 images [n_fixed, 1, 28, 28] with their epoch and iteration."""
+
+    images: list[torch.Tensor] = field(default_factory=list)
+    epoch: list[int] = field(default_factory=list)
+    iteration: list[int] = field(default_factory=list)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The ``wgan-samples-v1`` file content (also stored in checkpoints)."""
+        return {
+            "format": SAMPLES_FORMAT,
+            "images": torch.stack(self.images),
+            "epoch": torch.tensor(self.epoch, dtype=torch.int64),
+            "iteration": torch.tensor(self.iteration, dtype=torch.int64),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Samples:
+        return cls(list(payload["images"].unbind(0)), payload["epoch"].tolist(), payload["iteration"].tolist())
+
+
+@dataclass
+class TrainResult:
+    """What a finished run hands to the stage to write: the models (train mode, on their device) and samples."""
+
+    generator: Generator
+    critic: Critic
+    samples: Samples
+    metrics: dict[str, float]
+    iterations: int
+
+
+def save_samples(samples: Samples, path: str | Path) -> None:
+    """Write ``models/samples.pt`` atomically (format ``wgan-samples-v1``)."""
+    torch_save_atomic(samples.to_payload(), path)
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """Independent 63-bit seeds for the named random streams of one run (no overlap between streams)."""
+    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def batch_indices(perm: torch.Tensor, i: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Indices of batch ``i`` of an epoch's permutation; under DDP each rank takes its strided share."""
+    return perm[i * batch_size : (i + 1) * batch_size][rank::world_size]
+
+
+def epoch_batches(
+    images: torch.Tensor, batch_size: int, shuffle: torch.Generator, rank: int = 0, world_size: int = 1
+) -> Iterator[torch.Tensor]:
+    """One epoch of full batches gathered from on-device ``images`` in a fresh random order (last partial dropped)."""
+    perm = torch.randperm(images.shape[0], generator=shuffle, device=images.device)
+    for i in range(images.shape[0] // batch_size):
+        yield images[batch_indices(perm, i, batch_size, rank, world_size)]
+
+
+def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """RMSprop (the WGAN paper and tutorial) or Adam with ``train.betas`` (WGAN-GP's usual choice)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
+    return torch.optim.RMSprop(params, lr=cfg.lr)
+
+
+class WGANStep:
+    """One training iteration: a critic step, plus a generator step on every ``n_critic``-th iteration.
+
+    Metrics are accumulated as device tensors; ``take_metrics`` reads and resets them (one host sync).
+    The benchmark times this class, so it is the real training code, not a copy.
+    """
+
+    def __init__(self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator) -> None:
+        self.cfg = cfg
+        self.generator = generator
+        self.critic = critic
+        self.noise = noise
+        self.device = next(generator.parameters()).device
+        self.critic_params = list(critic.parameters())
+        self.opt_g = make_optimizer(cfg, generator.parameters())
+        self.opt_d = make_optimizer(cfg, self.critic_params)
+        self.autocast: Callable[[], Any] = functools.partial(
+            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+        )
+        self.gp = cfg.loss == "wgan-gp"
+        # sums of [critic loss, train Wasserstein estimate, gradient penalty] and of the generator loss
+        self.critic_sums = torch.zeros(3, device=self.device)
+        self.generator_sum = torch.zeros((), device=self.device)
+        self.critic_count = 0
+        self.generator_count = 0
+        self.zero = torch.zeros((), device=self.device)
+
+    def _latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, device=self.device, generator=self.noise)
+
+    def __call__(self, real: torch.Tensor, iteration: int) -> None:
+        """Train on one batch of real images; ``iteration`` is the 0-based global iteration number."""
+        self.critic_step(real)
+        if iteration % self.cfg.n_critic == 0:
+            self.generator_step(real.shape[0])
+
+    def critic_step(self, real: torch.Tensor) -> None:
+        n = real.shape[0]
+        with torch.no_grad(), self.autocast():
+            fake = self.generator(self._latent(n)).to(real.dtype)
+        with self.autocast():
+            scores = self.critic(torch.cat([real, fake]))  # one forward for both halves: the critic has no BatchNorm
+        d_real, d_fake = scores[:n], scores[n:]
+        loss = losses.critic_loss(d_real, d_fake)
+        if self.gp:
+            x_hat = losses.interpolate(real, fake, self.noise)
+            penalty = losses.gradient_penalty(
+                self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16"
+            )
+            total = loss + penalty
+        else:
+            penalty, total = self.zero, loss
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        if not self.gp:
+            losses.clip_weights_(self.critic_params, self.cfg.clip_value)
+        self.critic_sums += torch.stack([total.detach(), -loss.detach(), penalty.detach()])
+        self.critic_count += 1
+
+    def generator_step(self, n: int) -> None:
+        """Gradients flow through the (frozen) critic into the generator; the critic's weights stay put."""
+        for p in self.critic_params:
+            p.requires_grad_(False)
+        try:
+            with self.autocast():
+                loss = losses.generator_loss(self.critic(self.generator(self._latent(n))))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+        finally:
+            for p in self.critic_params:
+                p.requires_grad_(True)
+        self.generator_sum += loss.detach()
+        self.generator_count += 1
+
+    def take_metrics(self) -> dict[str, float]:
+        """Averages since the last call (one host sync), then reset; empty groups are left out."""
+        out: dict[str, float] = {}
+        if self.critic_count:
+            critic, wasserstein, penalty = (self.critic_sums / self.critic_count).tolist()
+            out[M_CRITIC], out[M_WASSERSTEIN] = critic, wasserstein
+            if self.gp:
+                out[M_GP] = penalty
+        if self.generator_count:
+            out[M_GENERATOR] = self.generator_sum.item() / self.generator_count
+        self.critic_sums.zero_()
+        self.generator_sum.zero_()
+        self.critic_count = self.generator_count = 0
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "critic_sums": self.critic_sums.cpu(),
+            "generator_sum": self.generator_sum.cpu(),
+            "critic_count": self.critic_count,
+            "generator_count": self.generator_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.critic_sums.copy_(state["critic_sums"])
+        self.generator_sum.copy_(state["generator_sum"])
+        self.critic_count = int(state["critic_count"])
+        self.generator_count = int(state["generator_count"])
+
+
+def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Critic]:
+    """Both models, initialized from ``train.seed`` on the CPU (same weights on every device), then moved."""
+    torch.manual_seed(cfg.seed)
+    generator = Generator(cfg.latent_dim, cfg.g_hidden, IMAGE_SHAPE)
+    critic = Critic(IMAGE_SHAPE, cfg.d_hidden)
+    return generator.to(device), critic.to(device)
+
+
+def _device_rng_state(device: torch.device) -> torch.Tensor | None:
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return None
+
+
+def _set_device_rng_state(device: torch.device, state: torch.Tensor | None) -> None:
+    if state is None:
+        return
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: params, data bytes, training code, device type."""
+    code = hashlib.sha256()
+    for module in (losses, models, sys.modules[__name__]):
+        code.update(Path(str(module.__file__)).read_bytes())
+    return {
+        "config": to_dict(cfg),
+        "data": {"train": _sha256(paths.train_data), "test": _sha256(paths.test_data)},
+        "code": code.hexdigest(),
+        "device_type": device.type,
+    }
+
+
+def _mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Why a checkpoint's fingerprint differs from this run's, in words ('' when it matches)."""
+    if saved.get("config") != current["config"]:
+        old = saved.get("config") or {}
+        keys = sorted(k for k in current["config"] if old.get(k) != current["config"][k])
+        return "other train params (" + ", ".join(f"{k}: {old.get(k)} -> {current['config'][k]}" for k in keys) + ")"
+    if saved.get("data") != current["data"]:
+        return "other prepared data"
+    if saved.get("code") != current["code"]:
+        return "other training code"
+    if saved.get("device_type") != current["device_type"]:
+        return f"another device type ({saved.get('device_type')}, now {current['device_type']})"
+    return ""
+
+
+def load_checkpoint(path: Path, fingerprint: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None (with a printed reason when one exists but cannot be used)."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch_load_safe(path, "checkpoint", "it will be overwritten")
+    except UserError as exc:
+        log(f"ignoring {exc}; training from scratch")
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        log(f"ignoring checkpoint {path}: not a {CHECKPOINT_FORMAT} file; training from scratch")
+        return None
+    reason = _mismatch(ckpt.get("fingerprint") or {}, fingerprint)
+    if reason:
+        log(f"ignoring checkpoint {path}: it was made with {reason}; training from scratch")
+        return None
+    if ckpt.get("finished"):
+        log(f"checkpoint {path} holds a finished run; training again from scratch")
+        return None
+    return ckpt
+
+
+class _LineStream:
+    """A file for tqdm when stderr is not a terminal: each refresh becomes one line, no carriage returns."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _progress(total: int, initial: int, enabled: bool) -> tqdm:
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="it",
+        disable=not enabled,
+        file=sys.stderr if interactive else _LineStream(sys.stderr),
+        mininterval=0.5 if interactive else 30.0,
+        maxinterval=10.0 if interactive else 300.0,
+        delay=0.0 if interactive else 30.0,  # a log gets no bar lines at all from a run shorter than that
+        dynamic_ncols=interactive,
+        ascii=not interactive,
+    )
+
+
+def _load_splits(paths: TrainPaths, norm: tuple[float, float] | None) -> tuple[Split, Split]:
+    mean, std = norm if norm is not None else (None, None)
+    train_split = load_prepared(paths.train_data, mean, std)
+    test_split = load_prepared(paths.test_data, mean, std)
+    if not (math.isclose(train_split.mean, test_split.mean) and math.isclose(train_split.std, test_split.std)):
+        raise UserError(
+            f"{paths.train_data} and {paths.test_data} were prepared with different normalizations; {PREPARE_HINT}"
+        )
+    if len(test_split) == 0:
+        raise UserError(f"{paths.test_data} holds no images; {PREPARE_HINT}")
+    return train_split, test_split
+
+
+class _Live:
+    """The DVCLive logger plus the history of every logged point, kept so a resumed run can replay it.
+
+    DVC deletes a stage's (non-persistent) outputs before rerunning it, and a killed run may have logged
+    points after its last checkpoint, so the checkpoint, not ``dvclive/``, is the source of truth: on resume
+    the folder is rewritten from the checkpoint's history (a fresh ``Live`` then the replay), which leaves
+    exactly what an uninterrupted run would have logged.
+    """
+
+    def __init__(self, live_dir: Path, history: list[dict[str, float]]) -> None:
+        from dvclive import Live  # imported late: it is slow to import and only the main process logs
+
+        self.live = Live(dir=str(live_dir), resume=False, save_dvc_exp=False, dvcyaml=False)
+        self.history: list[dict[str, float]] = []
+        for point in history:
+            self.log(int(point["step"]), {k: v for k, v in point.items() if k != "step"}, sync=False)
+        self.live.make_summary()
+
+    def log(self, step: int, values: dict[str, float], sync: bool = True) -> None:
+        self.live.step = step
+        for name, value in values.items():
+            self.live.log_metric(name, value)
+        self.history.append({"step": float(step), **values})
+        if sync:
+            self.live.make_summary()
+
+    def end(self) -> None:
+        self.live.end()
+
+
+def train(
+    cfg: TrainConfig,
+    paths: TrainPaths | None = None,
+    device: torch.device | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    log: Callable[[str], None] = print,
+    norm: tuple[float, float] | None = None,
+) -> TrainResult:
+    """Train (or resume) a WGAN as ``cfg`` says; write the checkpoint and ``dvclive/`` on the way.
+
+    ``rank``/``world_size`` are the hooks for a DDP launcher: batches are sharded by rank and only rank 0
+    writes files. ``norm`` (prepare's mean, std), when given, must be the data's normalization: a stale
+    prepared file is then an error instead of a silently different run. Returns the trained models and
+    samples; the stage writes them.
+    """
+    paths = paths or TrainPaths()
+    device = device or choose_device()
+    is_main = rank == 0
+    train_split, test_split = _load_splits(paths, norm)
+    n = len(train_split)
+    if cfg.batch_size > n:
+        raise UserError(f"train.batch_size = {cfg.batch_size} is larger than the training split ({n} images); lower it")
+    if cfg.batch_size % world_size:
+        raise UserError(f"train.batch_size = {cfg.batch_size} is not divisible by the {world_size} processes")
+    per_epoch = n // cfg.batch_size
+    total = cfg.epochs * per_epoch if cfg.max_steps == 0 else min(cfg.max_steps, cfg.epochs * per_epoch)
+    fingerprint = run_fingerprint(cfg, paths, device)
+
+    generator, critic = build_models(cfg, device)
+    if is_main:
+        log(f"device: {device}")
+        log(model_summary(generator, (cfg.latent_dim,), "Generator"))
+        log(model_summary(critic, IMAGE_SHAPE, "Critic"))
+    shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
+    noise = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
+    step = WGANStep(cfg, generator, critic, noise)
+
+    fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
+    fixed_z = torch.randn(cfg.n_fixed, cfg.latent_dim, generator=fixed).to(device)
+    held = torch.Generator().manual_seed(derive_seed(cfg.seed, "heldout"))
+    n_held = min(cfg.batch_size, len(test_split))
+    held_real = test_split.images[torch.randperm(len(test_split), generator=held)[:n_held]].to(device)
+    held_z = torch.randn(n_held, cfg.latent_dim, generator=held).to(device)
+    images = train_split.images.to(device)
+
+    samples, history, iteration = Samples(), [], 0
+    ckpt = load_checkpoint(paths.checkpoint, fingerprint, log if is_main else lambda _: None)
+    if ckpt is not None:
+        generator.load_state_dict(ckpt["generator"])
+        critic.load_state_dict(ckpt["critic"])
+        step.load_state_dict(ckpt["step"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        _set_device_rng_state(device, ckpt["rng"]["device"])
+        shuffle.set_state(ckpt["rng"]["shuffle"])
+        noise.set_state(ckpt["rng"]["noise"])
+        samples = Samples.from_payload(ckpt["samples"])
+        history, iteration = ckpt["metrics"], int(ckpt["iteration"])
+        log(f"resuming from {paths.checkpoint}: {iteration // per_epoch} epochs ({iteration} iterations) done")
+
+    live = _Live(paths.live_dir, history) if is_main else None
+    bar = _progress(total, iteration, is_main)
+    last_log_it, last_log_time = iteration, time.perf_counter()
+    shown: dict[str, str] = {}  # the latest value of each loss, for the progress bar
+
+    def epoch_of(it: int) -> int:
+        """The 0-based epoch that iteration ``it`` (a count of completed iterations) finished in."""
+        return max(it - 1, 0) // per_epoch
+
+    def snapshot() -> None:
+        with _eval_mode(generator), torch.no_grad(), step.autocast():
+            imgs = generator(fixed_z)
+        samples.images.append(to_uint8(imgs.float().cpu(), train_split.mean, train_split.std))
+        samples.epoch.append(epoch_of(iteration))
+        samples.iteration.append(iteration)
+
+    def log_point() -> None:
+        nonlocal last_log_it, last_log_time
+        values = step.take_metrics()
+        with _eval_mode(generator), torch.no_grad(), step.autocast():
+            values[M_HELDOUT] = losses.wasserstein_estimate(critic(held_real), critic(generator(held_z))).item()
+        now = time.perf_counter()
+        values[M_RATE] = (iteration - last_log_it) / max(now - last_log_time, 1e-9)
+        last_log_it, last_log_time = iteration, now
+        if live is not None:
+            live.log(iteration, values)
+        shown.update(
+            {
+                k: f"{values[m]:.4g}"
+                for k, m in (("D", M_CRITIC), ("G", M_GENERATOR), ("W", M_WASSERSTEIN))
+                if m in values
+            }
+        )
+        bar.set_postfix(epoch=epoch_of(iteration), **shown, refresh=False)
+
+    def checkpoint(finished: bool) -> None:
+        torch_save_atomic(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "finished": finished,
+                "epochs_done": iteration // per_epoch,
+                "iteration": iteration,
+                "generator": _cpu_state(generator),
+                "critic": _cpu_state(critic),
+                "step": step.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "device": _device_rng_state(device),
+                    "shuffle": shuffle.get_state(),
+                    "noise": noise.get_state(),
+                },
+                "samples": samples.to_payload(),
+                "metrics": live.history if live is not None else [],
+            },
+            paths.checkpoint,
+        )
+
+    if iteration == 0:
+        snapshot()
+    try:
+        while iteration < total:
+            for real in itertools.islice(
+                epoch_batches(images, cfg.batch_size, shuffle, rank, world_size), total - iteration
+            ):
+                step(real, iteration)
+                iteration += 1
+                bar.update()
+                if iteration % cfg.log_every == 0:
+                    log_point()
+                if iteration % cfg.sample_interval == 0:
+                    snapshot()
+            epoch_done = iteration % per_epoch == 0 and (iteration // per_epoch) % cfg.checkpoint_every == 0
+            if is_main and epoch_done and iteration < total:
+                checkpoint(finished=False)
+        if iteration % cfg.log_every:
+            log_point()
+        if samples.iteration[-1] != iteration:
+            snapshot()
+        if is_main:
+            checkpoint(finished=True)
+    finally:
+        bar.close()
+    if live is not None:
+        live.end()
+    final: dict[str, float] = {}  # the latest value of every metric, as in dvclive/metrics.json
+    for point in live.history if live is not None else []:
+        final.update({k: v for k, v in point.items() if k != "step"})
+    return TrainResult(generator, critic, samples, final, iteration)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode inside the block (BatchNorm uses and keeps its running statistics)."""
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

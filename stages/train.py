@@ -1,0 +1,26 @@
+"""DVC stage `train`: params.yaml's train section + data/prepared/*.pt -> models/*.pt and dvclive/.
+
+The prepare section is read only to refuse prepared data made with another normalization.
+"""
+
+from __future__ import annotations
+
+from wgan.cli import run_stage
+from wgan.config import load_section
+from wgan.models import save_model
+from wgan.train import TrainPaths, save_samples, train
+
+
+def main() -> None:
+    cfg = load_section("train")
+    prepare = load_section("prepare")  # only to check that the prepared data is current
+    paths = TrainPaths()
+    result = train(cfg, paths, norm=(prepare.mean, prepare.std))
+    save_model(result.generator, paths.generator)
+    save_model(result.critic, paths.critic)
+    save_samples(result.samples, paths.samples)
+    print(f"wrote {paths.generator}, {paths.critic}, {paths.samples} after {result.iterations} iterations")
+
+
+if __name__ == "__main__":
+    run_stage(main)

