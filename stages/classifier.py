@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from wgan.classifier import accuracy, save_classifier, train_classifier
+from wgan.classifier import accuracy, real_features, save_classifier, save_real_features, train_classifier
 from wgan.cli import run_stage
 from wgan.config import load_section
 from wgan.data import load_prepared
@@ -15,6 +15,7 @@ TRAIN = Path("data/prepared/train.pt")
 TEST = Path("data/prepared/test.pt")
 MODEL = Path("models/classifier.pt")
 METRICS = Path("results/classifier/metrics.json")
+REAL_FEATURES = Path("models/real_features.pt")
 
 
 def main() -> None:
@@ -25,8 +26,12 @@ def main() -> None:
     print(f"trained on {len(train)} images in {time.perf_counter() - start:.1f} s")
     scores = accuracy(model, test.images, test.labels)
     save_classifier(model, MODEL)
+    save_real_features(real_features(model, train, test), REAL_FEATURES)
     atomic_write_bytes(METRICS, (json.dumps(scores, indent=2) + "\n").encode())
-    print(f"test accuracy {scores['accuracy']:.4f}, test loss {scores['test_loss']:.4f}; wrote {MODEL}, {METRICS}")
+    print(
+        f"test accuracy {scores['accuracy']:.4f}, test loss {scores['test_loss']:.4f}; "
+        f"wrote {MODEL}, {REAL_FEATURES}, {METRICS}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,18 +4,16 @@ import json
 import time
 from pathlib import Path
 
-from wgan.classifier import load_classifier
+from wgan.classifier import load_classifier, load_real_features
 from wgan.cli import run_stage
 from wgan.config import load_section
-from wgan.data import load_prepared
 from wgan.evaluate import evaluate
 from wgan.fileio import atomic_write_bytes
 from wgan.models import load_generator
 
 GENERATOR = Path("models/generator.pt")
 CLASSIFIER = Path("models/classifier.pt")
-TRAIN = Path("data/prepared/train.pt")
-TEST = Path("data/prepared/test.pt")
+REAL_FEATURES = Path("models/real_features.pt")
 METRICS = Path("results/eval/metrics.json")
 CLASS_HIST = Path("results/eval/class_hist.json")
 
@@ -23,9 +21,9 @@ CLASS_HIST = Path("results/eval/class_hist.json")
 def main() -> None:
     cfg = load_section("evaluate")
     generator, classifier = load_generator(GENERATOR), load_classifier(CLASSIFIER)
-    train, test = load_prepared(TRAIN), load_prepared(TEST)
+    real = load_real_features(REAL_FEATURES)
     start = time.perf_counter()
-    scores, hist = evaluate(generator, classifier, train, test, cfg)
+    scores, hist = evaluate(generator, classifier, real, cfg)
     for path, obj in ((METRICS, scores), (CLASS_HIST, hist)):
         atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
     print(f"scored {cfg.n_samples} samples in {time.perf_counter() - start:.1f} s; wrote {METRICS}, {CLASS_HIST}")

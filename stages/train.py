@@ -1,12 +1,14 @@
 """DVC stage `train`: params.yaml's train section + data/prepared/*.pt -> models/*.pt and dvclive/.
 
 The prepare section is read only to refuse prepared data made with another normalization.
+Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss exits 2 (see wgan.train).
 """
 
 from __future__ import annotations
 
 from wgan.cli import run_stage
 from wgan.config import load_section
+from wgan.fileio import remove_stale_temps
 from wgan.models import save_model
 from wgan.train import TrainPaths, save_samples, train
 
@@ -15,6 +17,10 @@ def main() -> None:
     cfg = load_section("train")
     prepare = load_section("prepare")  # only to check that the prepared data is current
     paths = TrainPaths()
+    # temp files of writes a SIGKILL cut short (DVC's lock on the outputs keeps other runs from writing them)
+    for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples):
+        for stale in remove_stale_temps(output):
+            print(f"removed {stale}, left by an interrupted write")
     result = train(cfg, paths, norm=(prepare.mean, prepare.std))
     save_model(result.generator, paths.generator)
     save_model(result.critic, paths.critic)

@@ -24,6 +24,7 @@ import yaml
 from conftest import REPO
 
 from wgan import mnist
+from wgan.classifier import Classifier, save_classifier
 from wgan.data import save_prepared
 from wgan.models import Critic, Generator, save_model
 
@@ -133,6 +134,7 @@ def tiny_train(ws: Path) -> None:
 def eval_inputs(ws: Path) -> None:
     small_prepared(ws)
     save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt")
+    save_classifier(Classifier(), ws / "models/classifier.pt")
     set_param(ws, "evaluate", "n_samples", 20)
     set_param(ws, "evaluate", "kid_subset_size", 10)
 
@@ -275,6 +277,12 @@ CASES = [
         "evaluate",
         lambda ws: (eval_inputs(ws), _mismatched_generator(ws / "models/generator.pt")),
         "does not hold a valid",
+    ),
+    Case(
+        "real-features-missing",
+        "evaluate",
+        eval_inputs,
+        "real-data features file models/real_features.pt is missing; rerun `dvc repro classifier`",
     ),
     Case(
         "classifier-foreign",

@@ -12,7 +12,16 @@ import torch
 import yaml
 from test_classifier import CFG, TINY, run_stage_script, write_toy_splits
 
-from wgan.classifier import Classifier, load_classifier, run_classifier, save_classifier, train_classifier
+from wgan.classifier import (
+    Classifier,
+    load_classifier,
+    load_real_features,
+    real_features,
+    run_classifier,
+    save_classifier,
+    save_real_features,
+    train_classifier,
+)
 from wgan.config import EvaluateConfig, parse_section
 from wgan.data import load_prepared
 from wgan.errors import UserError
@@ -57,7 +66,8 @@ def test_sampling_is_seeded_and_independent_of_batch_size() -> None:
 def test_evaluate_reports_every_metric_with_its_floor(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
-    result, hist = evaluate(tiny_generator(), tiny_classifier(), train, test, SMALL)
+    real = real_features(tiny_classifier(), train, test)
+    result, hist = evaluate(tiny_generator(), tiny_classifier(), real, SMALL)
     expected = {k for key in METRIC_KEYS for k in (key, f"{key}_floor")} | {"class_share"}
     assert set(result) == expected
     assert all(math.isfinite(v) for k, v in result.items() if k != "class_share")
@@ -67,7 +77,7 @@ def test_evaluate_reports_every_metric_with_its_floor(tmp_path: Path) -> None:
     assert [r["real"] for r in hist] == pytest.approx([0.1] * 10)  # toy labels cycle through the digits
     assert 0 <= result["precision"] <= 1 and 0 <= result["recall_floor"] <= 1
     assert 1 <= result["classifier_score"] <= 10
-    again, _ = evaluate(tiny_generator(), tiny_classifier(), train, test, SMALL)
+    again, _ = evaluate(tiny_generator(), tiny_classifier(), real, SMALL)
     assert again == result
 
 
@@ -76,7 +86,7 @@ def test_floor_beats_a_shifted_sample_set(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=100, n_test=100)
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
     classifier = train_classifier(train.images, train.labels, CFG, **TINY)
-    ref = build_reference(classifier, train, test, dataclasses.replace(SMALL, n_samples=100))
+    ref = build_reference(real_features(classifier, train, test), dataclasses.replace(SMALL, n_samples=100))
     same, _ = score(ref.test, ref, SMALL)
     assert same["fid"] == pytest.approx(0.0, abs=1e-8)
     assert (same["precision"], same["recall"]) == (1.0, 1.0)
@@ -96,13 +106,16 @@ def test_sizes_too_large_for_the_sets_are_user_errors(tmp_path: Path, overrides:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
     with pytest.raises(UserError, match=message):
-        evaluate(tiny_generator(), tiny_classifier(), train, test, dataclasses.replace(SMALL, **overrides))
+        real = real_features(tiny_classifier(), train, test)
+        evaluate(tiny_generator(), tiny_classifier(), real, dataclasses.replace(SMALL, **overrides))
 
 
 def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
     save_model(tiny_generator(), tmp_path / "models" / "generator.pt")
     save_classifier(tiny_classifier(), tmp_path / "models" / "classifier.pt")
+    train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
+    save_real_features(real_features(tiny_classifier(), train, test), tmp_path / "models" / "real_features.pt")
     params = {"evaluate": dataclasses.asdict(SMALL)}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert parse_section("evaluate", params["evaluate"]) == SMALL
@@ -163,7 +176,7 @@ def test_metrics_rank_degraded_samples_on_mnist(mnist_stage_dir: Path, real_prep
     classifier = load_classifier(mnist_stage_dir / "models" / "classifier.pt")
     train, test = load_prepared(real_prepared / "train.pt"), load_prepared(real_prepared / "test.pt")
     cfg = EvaluateConfig(n_samples=5000, batch_size=1000, kid_subsets=20, kid_subset_size=1000, pr_k=3, seed=0)
-    ref = build_reference(classifier, train, test, cfg)
+    ref = build_reference(real_features(classifier, train, test), cfg)
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: cfg.n_samples]
     real = train.images[pick]
     eights = train.images[train.labels == 8][: cfg.n_samples]
@@ -185,3 +198,19 @@ def test_metrics_rank_degraded_samples_on_mnist(mnist_stage_dir: Path, real_prep
     assert (real["classes_covered"], blurred["classes_covered"], one["classes_covered"]) == (10, 10, 1)
     assert real["classifier_score"] > blurred["classifier_score"] > 9 > 1.5 > one["classifier_score"]
     assert real["class_tv"] < 0.05 and blurred["class_tv"] < 0.05 and one["class_tv"] > 0.85
+
+
+def test_real_features_round_trip_and_bad_files(tmp_path: Path) -> None:
+    write_toy_splits(tmp_path, n_train=30, n_test=20)
+    train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
+    real = real_features(tiny_classifier(), train, test)
+    path = tmp_path / "real_features.pt"
+    save_real_features(real, path)
+    back = load_real_features(path)
+    assert torch.equal(back.train.features, real.train.features) and torch.equal(back.test.probs, real.test.probs)
+    assert torch.equal(back.test_shares, real.test_shares)
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(UserError, match="is not a real-features file"):
+        load_real_features(path)
+    with pytest.raises(UserError, match="is missing; rerun `dvc repro classifier`"):
+        load_real_features(tmp_path / "absent.pt")

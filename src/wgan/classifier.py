@@ -22,6 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wgan.config import ClassifierConfig
+from wgan.data import Split
+from wgan.errors import UserError
+from wgan.fileio import torch_load_safe, torch_save_atomic
+from wgan.metrics import class_shares
 from wgan.models import load_module, save_module
 
 KIND = "classifier"
@@ -139,3 +143,57 @@ def save_classifier(model: Classifier, path: str | os.PathLike[str]) -> None:
 def load_classifier(path: str | os.PathLike[str], hint: str = LOAD_HINT) -> Classifier:
     """Rebuild a saved classifier (in eval mode); a missing, truncated or foreign file is a ``UserError``."""
     return load_module(path, KIND, Classifier, hint)
+
+
+REAL_FEATURES_FORMAT = "wgan-real-features-v1"
+REAL_FEATURES_HINT = "rerun `dvc repro classifier`"
+
+
+@dataclass(frozen=True)
+class RealFeatures:
+    """The classifier's outputs on both real splits, written once by the classifier stage.
+
+    Every evaluation (one per experiment) reuses them instead of running the classifier over 70,000
+    real images again: they depend only on the classifier and the data, never on the generator.
+    """
+
+    train: Outputs
+    test: Outputs
+    test_shares: torch.Tensor  # class frequencies of the test labels
+
+
+def real_features(classifier: Classifier, train: Split, test: Split, batch_size: int = 1000) -> RealFeatures:
+    """Run the classifier over both real splits."""
+    return RealFeatures(
+        train=run_classifier(classifier, train.images, batch_size),
+        test=run_classifier(classifier, test.images, batch_size),
+        test_shares=class_shares(test.labels, N_CLASSES),
+    )
+
+
+def save_real_features(real: RealFeatures, path: str | os.PathLike[str]) -> None:
+    """Write the real-data features atomically (tensors only: weights_only-loadable)."""
+    payload = {"format": REAL_FEATURES_FORMAT, "test_shares": real.test_shares}
+    for split in ("train", "test"):
+        out = getattr(real, split)
+        payload[split] = {"features": out.features.contiguous(), "probs": out.probs.contiguous()}
+    torch_save_atomic(payload, path)
+
+
+def load_real_features(path: str | os.PathLike[str]) -> RealFeatures:
+    """Load and check the classifier stage's real-data features."""
+    raw = torch_load_safe(path, "real-data features", REAL_FEATURES_HINT)
+    try:
+        if raw["format"] != REAL_FEATURES_FORMAT:
+            raise ValueError(raw["format"])
+        splits = [Outputs(features=raw[s]["features"], probs=raw[s]["probs"]) for s in ("train", "test")]
+        shares = raw["test_shares"]
+        for out in splits:
+            ok = out.features.dim() == 2 and out.probs.shape == (out.features.shape[0], N_CLASSES)
+            if not ok or splits[0].features.shape[1] != out.features.shape[1]:
+                raise ValueError("shapes")
+        if shares.shape != (N_CLASSES,):
+            raise ValueError("shares")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path} is not a real-features file ({REAL_FEATURES_FORMAT}); {REAL_FEATURES_HINT}") from exc
+    return RealFeatures(train=splits[0], test=splits[1], test_shares=shares)

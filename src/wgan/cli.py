@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 
 from wgan.errors import UserError
 
 EXIT_USER_ERROR = 2
 
 
+class StageInterrupted(BaseException):
+    """The stage was stopped by a signal; ``run_stage`` prints ``message`` and exits with 128 + ``signum``.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so ``except Exception`` blocks do not swallow it and
+    the atomic writers still remove their temporary files on the way out.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.message = message
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise StageInterrupted(signum, f"stopped by {signal_name(signum)}")
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main``; a ``UserError`` becomes one line on stderr and exit code 2.
 
+    SIGINT (Ctrl-C) and SIGTERM end the stage with one line and exit code 130 or 143; a stage may catch
+    them earlier to stop at a safe point (the train stage saves a resumable checkpoint first).
     Set ``WGAN_DEBUG=1`` to get the full traceback instead.
     """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # by default SIGTERM kills at once: no message, and an atomic write in progress leaves its temp file
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         main()
     except UserError as exc:
@@ -25,4 +55,10 @@ def run_stage(main: Callable[[], None]) -> None:
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGINT)
+    except StageInterrupted as exc:
+        print(exc.message, file=sys.stderr)
+        sys.exit(128 + exc.signum)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from wgan import metrics
-from wgan.classifier import N_CLASSES, Classifier, Outputs, run_classifier
+from wgan.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
 from wgan.config import EvaluateConfig
-from wgan.data import IMAGE_SHAPE, Split
+from wgan.data import IMAGE_SHAPE
 from wgan.errors import UserError
 from wgan.models import Generator
 
@@ -53,15 +53,14 @@ def check_sizes(cfg: EvaluateConfig, n_train: int, n_test: int) -> None:
         )
 
 
-def build_reference(classifier: Classifier, train: Split, test: Split, cfg: EvaluateConfig) -> Reference:
-    """Run the classifier over both real splits and precompute the test-side statistics."""
-    test_out = run_classifier(classifier, test.images, cfg.batch_size)
+def build_reference(real: RealFeatures, cfg: EvaluateConfig) -> Reference:
+    """Precompute the test-side statistics every sample set is compared with."""
     return Reference(
-        test=test_out,
-        test_stats=metrics.feature_stats(test_out.features),
-        test_radii=metrics.knn_radii(test_out.features, cfg.pr_k),
-        test_shares=metrics.class_shares(test.labels, N_CLASSES),
-        train=run_classifier(classifier, train.images, cfg.batch_size),
+        test=real.test,
+        test_stats=metrics.feature_stats(real.test.features),
+        test_radii=metrics.knn_radii(real.test.features, cfg.pr_k),
+        test_shares=real.test_shares,
+        train=real.train,
     )
 
 
@@ -96,7 +95,7 @@ def score(samples: Outputs, ref: Reference, cfg: EvaluateConfig) -> tuple[dict[s
 
 
 def evaluate(
-    generator: Generator, classifier: Classifier, train: Split, test: Split, cfg: EvaluateConfig
+    generator: Generator, classifier: Classifier, real: RealFeatures, cfg: EvaluateConfig
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """All metrics of ``generator`` (flat, each with its ``_floor``), and the class histogram records.
 
@@ -107,12 +106,13 @@ def evaluate(
             f"the generator makes {list(generator.img_shape)} images but the classifier needs {list(IMAGE_SHAPE)}; "
             f"retrain it with `dvc repro train`"
         )
-    check_sizes(cfg, len(train), len(test))
-    ref = build_reference(classifier, train, test, cfg)
+    n_train = int(real.train.features.shape[0])
+    check_sizes(cfg, n_train, int(real.test.features.shape[0]))
+    ref = build_reference(real, cfg)
     generated = run_classifier(
         classifier, sample_generator(generator, cfg.n_samples, cfg.seed, cfg.batch_size), cfg.batch_size
     )
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]
+    pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]
     floor = Outputs(features=ref.train.features[pick], probs=ref.train.probs[pick])
 
     values, shares = score(generated, ref, cfg)

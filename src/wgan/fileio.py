@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from wgan.errors import UserError
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
 
 
 @contextlib.contextmanager
@@ -22,7 +29,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX, dir=target.parent)
     except OSError as exc:
         raise UserError(
             f"cannot write {target}: {exc.strerror or exc}; make its folder writable or free some space"
@@ -43,6 +50,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed ``atomic_path`` writes of ``path`` left beside it; return them.
+
+    A SIGKILL (or power loss) between ``mkstemp`` and the rename leaves ``.<name>.<random>.tmp`` behind;
+    ``path`` itself is intact. Call this only where no other process can be writing ``path`` (a DVC stage
+    holds the lock on its outputs), or that writer's rename would fail.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for stale in sorted(target.parent.glob(f"{glob.escape(_temp_prefix(target))}*{_TEMP_SUFFIX}")):
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot remove {stale}: {exc.strerror or exc}; make its folder writable") from exc
+        removed.append(stale)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -60,6 +87,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temp file, fsync, then rename onto ``path``."""
     import torch  # imported here so torch-free stages (gif) start in a second, not ten
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()

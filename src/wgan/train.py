@@ -15,10 +15,20 @@ Design (each choice keeps the loop fast on a small CPU and ready for a GPU or DD
   steps, sample iterations and checkpoints all count *completed* iterations.
 * Logging, sampling and the held-out estimate never touch a random stream or a training statistic (the
   generator runs in eval mode for them), so ``log_every`` and ``sample_interval`` do not change the weights.
-* Checkpoints are written at epoch ends. A checkpoint is only resumed when the train params, the data
-  files, the training code and the device type all match and the run it holds is unfinished; otherwise
-  it is ignored (with a message) and overwritten. A finished checkpoint stays on disk (it is a DVC output)
-  and a rerun with it present trains from scratch, so a forced rerun really retrains and rewrites every output.
+* Checkpoints are written at epoch ends, and at the next iteration boundary after SIGINT (Ctrl-C) or SIGTERM,
+  which then stop the run (``StageInterrupted``). A checkpoint holds the exact position, mid-epoch included:
+  the shuffle state at the start of the current epoch (its permutation is redrawn on resume) and the
+  iteration count, plus every RNG state, the optimizers, the metric accumulators, samples and metric history,
+  so a resumed run ends with the weights of an uninterrupted one. Files are replaced atomically, so a
+  SIGKILL at any moment leaves the previous checkpoint intact.
+* A NaN or infinite loss stops the run with a ``UserError`` naming the iteration. To keep the loop free of
+  per-step host syncs it is detected at the metric reads (every ``log_every`` iterations: the accumulated
+  sums turn non-finite) and in the state about to be checkpointed, so detection comes at most ``log_every``
+  iterations late, and no non-finite state is ever written: the last good checkpoint stays.
+* A checkpoint is only resumed when the train params, the data files, the training code and the device
+  type all match and the run it holds is unfinished; otherwise it is ignored (with a message) and overwritten.
+  A finished checkpoint stays on disk (it is a DVC output) and a rerun with it present trains from scratch,
+  so a forced rerun really retrains and rewrites every output.
 """
 
 from __future__ import annotations
@@ -28,17 +38,21 @@ import functools
 import hashlib
 import itertools
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 import torch
 from tqdm import tqdm
 
 from wgan import losses, models
+from wgan.cli import StageInterrupted, signal_name
 from wgan.config import TrainConfig, to_dict
 from wgan.data import IMAGE_SHAPE, Split, load_prepared, to_uint8
 from wgan.device import choose_device
@@ -123,11 +137,19 @@ def batch_indices(perm: torch.Tensor, i: int, batch_size: int, rank: int = 0, wo
 
 
 def epoch_batches(
-    images: torch.Tensor, batch_size: int, shuffle: torch.Generator, rank: int = 0, world_size: int = 1
+    images: torch.Tensor,
+    batch_size: int,
+    shuffle: torch.Generator,
+    rank: int = 0,
+    world_size: int = 1,
+    start: int = 0,
 ) -> Iterator[torch.Tensor]:
-    """One epoch of full batches gathered from on-device ``images`` in a fresh random order (last partial dropped)."""
+    """One epoch of full batches gathered from on-device ``images`` in a fresh random order (last partial dropped).
+
+    ``start`` skips the first batches (a run resumed mid-epoch, ``shuffle`` set to the epoch's start state).
+    """
     perm = torch.randperm(images.shape[0], generator=shuffle, device=images.device)
-    for i in range(images.shape[0] // batch_size):
+    for i in range(start, images.shape[0] // batch_size):
         yield images[batch_indices(perm, i, batch_size, rank, world_size)]
 
 
@@ -402,6 +424,58 @@ class _Live:
         self.live.end()
 
 
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only record ``signum``; the loop stops at the next iteration boundary.
+
+    A second signal stops at once (``StageInterrupted``, without a new checkpoint) for a user who will not
+    wait. Handlers can only be set from the main thread; elsewhere signals keep their usual effect.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise StageInterrupted(signum, f"stopped by a second {signal_name(signum)}, without a new checkpoint")
+        self.signum = signum
+
+
+def _first_nonfinite(tree: Any, where: str = "") -> str | None:
+    """The key path of the first floating-point tensor in ``tree`` holding a NaN or an infinity, else None."""
+    if isinstance(tree, torch.Tensor):
+        return where if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = _first_nonfinite(value, f"{where}/{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _divergence_fix(cfg: TrainConfig) -> str:
+    """What to change in params.yaml after the losses blew up."""
+    fixes = [f"lower train.lr (now {cfg.lr:g})"]
+    if cfg.loss == "wgan":
+        fixes.append("use train.loss: wgan-gp")
+    else:
+        fixes.append(f"lower train.gp_lambda (now {cfg.gp_lambda:g})")
+    if cfg.precision == "bf16":
+        fixes.append("use train.precision: fp32")
+    return ", or ".join(fixes)
+
+
 def train(
     cfg: TrainConfig,
     paths: TrainPaths | None = None,
@@ -416,7 +490,8 @@ def train(
     ``rank``/``world_size`` are the hooks for a DDP launcher: batches are sharded by rank and only rank 0
     writes files. ``norm`` (prepare's mean, std), when given, must be the data's normalization: a stale
     prepared file is then an error instead of a silently different run. Returns the trained models and
-    samples; the stage writes them.
+    samples; the stage writes them. Raises ``UserError`` when the losses turn NaN or infinite and
+    ``StageInterrupted`` after a SIGINT/SIGTERM (once the resumable checkpoint is written).
     """
     paths = paths or TrainPaths()
     device = device or choose_device()
@@ -461,6 +536,8 @@ def train(
         samples = Samples.from_payload(ckpt["samples"])
         history, iteration = ckpt["metrics"], int(ckpt["iteration"])
         log(f"resuming from {paths.checkpoint}: {iteration // per_epoch} epochs ({iteration} iterations) done")
+    saved_at = iteration if ckpt is not None else None  # the iteration of the checkpoint on disk for this run
+    finite_at = iteration  # the last iteration at which the losses and the state were seen finite
 
     live = _Live(paths.live_dir, history) if is_main else None
     bar = _progress(total, iteration, is_main)
@@ -478,11 +555,22 @@ def train(
         samples.epoch.append(epoch_of(iteration))
         samples.iteration.append(iteration)
 
+    def diverged(what: str) -> NoReturn:
+        kept = f"{paths.checkpoint} (iteration {saved_at}) is kept" if saved_at is not None else "no checkpoint saved"
+        raise UserError(
+            f"training diverged: {what} at iteration {iteration} (finite at iteration {finite_at}, checked every "
+            f"train.log_every = {cfg.log_every} iterations); {_divergence_fix(cfg)}; {kept}"
+        )
+
     def log_point() -> None:
-        nonlocal last_log_it, last_log_time
+        nonlocal last_log_it, last_log_time, finite_at
         values = step.take_metrics()
         with _eval_mode(generator), torch.no_grad(), step.autocast():
             values[M_HELDOUT] = losses.wasserstein_estimate(critic(held_real), critic(generator(held_z))).item()
+        for name, value in values.items():  # a NaN or inf anywhere since the last read stays in the sums
+            if not math.isfinite(value):
+                diverged(f"{name} = {value}")
+        finite_at = iteration
         now = time.perf_counter()
         values[M_RATE] = (iteration - last_log_it) / max(now - last_log_time, 1e-9)
         last_log_it, last_log_time = iteration, now
@@ -498,45 +586,65 @@ def train(
         bar.set_postfix(epoch=epoch_of(iteration), **shown, refresh=False)
 
     def checkpoint(finished: bool) -> None:
-        torch_save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fingerprint,
-                "finished": finished,
-                "epochs_done": iteration // per_epoch,
-                "iteration": iteration,
-                "generator": _cpu_state(generator),
-                "critic": _cpu_state(critic),
-                "step": step.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "device": _device_rng_state(device),
-                    "shuffle": shuffle.get_state(),
-                    "noise": noise.get_state(),
-                },
-                "samples": samples.to_payload(),
-                "metrics": live.history if live is not None else [],
+        nonlocal saved_at, finite_at
+        # the shuffle state that redraws the permutation of the epoch the next iteration belongs to
+        shuffle_state = shuffle.get_state() if iteration % per_epoch == 0 else epoch_start
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "finished": finished,
+            "epochs_done": iteration // per_epoch,
+            "iteration": iteration,
+            "generator": _cpu_state(generator),
+            "critic": _cpu_state(critic),
+            "step": step.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "device": _device_rng_state(device),
+                "shuffle": shuffle_state,
+                "noise": noise.get_state(),
             },
-            paths.checkpoint,
+            "samples": samples.to_payload(),
+            "metrics": live.history if live is not None else [],
+        }
+        bad = _first_nonfinite(state)  # covers the loss sums since the last metric read and every weight
+        if bad is not None:
+            diverged(f"the training state has a NaN or infinity in {bad}")
+        torch_save_atomic(state, paths.checkpoint)
+        saved_at = finite_at = iteration
+
+    def stop_here(signum: int) -> NoReturn:
+        if is_main:
+            checkpoint(finished=False)
+        raise StageInterrupted(
+            signum,
+            f"stopped by {signal_name(signum)} at iteration {iteration} of {total}; {paths.checkpoint} is saved: "
+            "run `dvc repro train` (or this stage) again to resume",
         )
 
     if iteration == 0:
         snapshot()
+    epoch_start = shuffle.get_state()  # of the epoch in progress; set here too for a run resumed at its end
     try:
-        while iteration < total:
-            for real in itertools.islice(
-                epoch_batches(images, cfg.batch_size, shuffle, rank, world_size), total - iteration
-            ):
-                step(real, iteration)
-                iteration += 1
-                bar.update()
-                if iteration % cfg.log_every == 0:
-                    log_point()
-                if iteration % cfg.sample_interval == 0:
-                    snapshot()
-            epoch_done = iteration % per_epoch == 0 and (iteration // per_epoch) % cfg.checkpoint_every == 0
-            if is_main and epoch_done and iteration < total:
-                checkpoint(finished=False)
+        with _StopSignals() as stop:
+            while iteration < total:
+                epoch_start = shuffle.get_state()
+                batches = epoch_batches(images, cfg.batch_size, shuffle, rank, world_size, iteration % per_epoch)
+                for real in itertools.islice(batches, total - iteration):
+                    step(real, iteration)
+                    iteration += 1
+                    bar.update()
+                    if iteration % cfg.log_every == 0:
+                        log_point()
+                    if iteration % cfg.sample_interval == 0:
+                        snapshot()
+                    if stop.signum is not None:  # a Python attribute read: no host sync
+                        stop_here(stop.signum)
+                epoch_done = iteration % per_epoch == 0 and (iteration // per_epoch) % cfg.checkpoint_every == 0
+                if is_main and epoch_done and iteration < total:
+                    checkpoint(finished=False)
+            if stop.signum is not None:  # a signal during the last epoch-end checkpoint
+                stop_here(stop.signum)
         if iteration % cfg.log_every:
             log_point()
         if samples.iteration[-1] != iteration:

@@ -1,0 +1,126 @@
+"""The whole pipeline with the real DVC CLI on real MNIST, quick settings: what each change reruns.
+
+One temporary git repo for the module; the tests run in file order and each starts from the
+state the previous one left (they assert on what DVC reports it ran, never on timing).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import dvc, make_repo, ran_stages
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+ALL_STAGES = {"download", "prepare", "train", "render", "gif", "classifier", "evaluate"}
+QUICK = {
+    "train": {"max_steps": 120, "sample_interval": 40, "log_every": 20},
+    "classifier": {"epochs": 1},
+    "evaluate": {"n_samples": 1000, "kid_subsets": 5, "kid_subset_size": 500},
+}
+
+
+def set_params(repo: Path, **sections: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(repo: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message],
+                   cwd=repo, check=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("pipeline"), QUICK)
+
+
+def test_repro_runs_every_stage_and_writes_every_output(repo):
+    out = dvc(repo, "repro").stdout
+    assert ran_stages(out) == ALL_STAGES
+    for path in ("models/generator.pt", "models/critic.pt", "models/samples.pt", "models/checkpoint.pt",
+                 "models/classifier.pt", "results/samples/final.png", "results/wgan.gif",
+                 "results/eval/metrics.json", "results/eval/class_hist.json", "results/classifier/metrics.json",
+                 "dvclive/metrics.json", "dvclive/plots/metrics/train/critic_loss.tsv"):
+        assert (repo / path).is_file(), path
+    # snapshots at 0, 40, 80 and the end (120): four grids, four frames of the default 100 ms
+    grids = sorted((repo / "results/samples").glob("grid_*.png"))
+    assert len(grids) == 4
+    with Image.open(repo / "results/wgan.gif") as gif:
+        assert gif.n_frames == 4
+        assert gif.info["duration"] == 100
+        assert gif.info["loop"] == 0
+    # 5 x 5 grid of 28 px images, 2 px padding, upscaled 2x, 14 px caption strip per scale unit
+    with Image.open(grids[0]) as grid:
+        assert grid.size == (2 * (5 * 30 + 2), 2 * (5 * 30 + 2 + 14))
+    metrics = json.loads((repo / "results/eval/metrics.json").read_text())
+    assert metrics["fid_floor"] < metrics["fid"]
+    commit(repo, "quick pipeline")
+
+
+def test_second_repro_does_nothing(repo):
+    assert ran_stages(dvc(repo, "repro").stdout) == set()
+
+
+def test_metrics_show_lists_training_and_quality_numbers(repo):
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    files = next(iter(shown.values()))["data"]
+    assert set(files) >= {"dvclive/metrics.json", "results/eval/metrics.json", "results/classifier/metrics.json"}
+    assert "fid" in files["results/eval/metrics.json"]["data"]
+    assert "critic_loss" in files["dvclive/metrics.json"]["data"]["train"]
+
+
+def test_exp_run_lr_reruns_train_and_downstream_only(repo):
+    out = dvc(repo, "exp", "run", "-S", "train.lr=1e-4").stdout
+    assert ran_stages(out) == {"train", "render", "gif", "evaluate"}
+    diff = dvc(repo, "params", "diff").stdout
+    assert "train.lr" in diff and "5e-05" in diff and "0.0001" in diff
+    exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    runs = [e for commit in exps for e in (commit.get("experiments") or [])]
+    assert runs, exps
+    data = runs[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == pytest.approx(1e-4)
+    eval_metrics = data["metrics"]["results/eval/metrics.json"]["data"]
+    assert {"fid", "kid", "precision", "recall", "classifier_score"} <= set(eval_metrics)
+
+
+def test_gif_param_reruns_only_gif(repo):
+    set_params(repo, gif={"duration_ms": 250})
+    assert ran_stages(dvc(repo, "repro").stdout) == {"gif"}
+    with Image.open(repo / "results/wgan.gif") as gif:
+        assert gif.info["duration"] == 250
+
+
+def test_render_param_reruns_render_and_gif_only(repo):
+    set_params(repo, render={"scale": 1, "caption": False, "nrow": 4, "n_images": 16})
+    assert ran_stages(dvc(repo, "repro").stdout) == {"render", "gif"}
+    with Image.open(repo / "results/samples/final.png") as grid:
+        assert grid.size == (4 * 30 + 2, 4 * 30 + 2)
+
+
+@pytest.mark.parametrize(("key", "value"), [("n_critic", 3), ("clip_value", 0.02)])
+def test_train_params_rerun_train(repo, key, value):
+    set_params(repo, train={key: value})
+    ran = ran_stages(dvc(repo, "repro").stdout)
+    assert "train" in ran
+    assert not ran & {"download", "prepare", "classifier"}
+
+
+def test_evaluate_param_reruns_only_evaluate(repo):
+    set_params(repo, evaluate={"n_samples": 800})
+    assert ran_stages(dvc(repo, "repro").stdout) == {"evaluate"}
+
+
+def test_plots_show_renders_curves_and_images(repo, tmp_path):
+    dvc(repo, "plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for fragment in ("Critic and generator loss", "Wasserstein estimate", "final.png", "wgan.gif", "digit"):
+        assert fragment in html, fragment
