@@ -5,17 +5,22 @@
     ``Image.fromarray`` + ToTensor + Normalize per sample); a shuffling DataLoader with 2 workers; ``.detach()``ed
     fakes; two critic forwards; a per-parameter clamp loop; the loss formatted (a host sync) every generator step.
     Only the tutorial's generator-loss bug is fixed: its gradients flow through D into G.
-(b) this project: ``wgan.train.epoch_batches`` + ``wgan.train.WGANStep``, i.e. the real training code.
+(b) this project: ``wgan.train.epoch_batches`` + ``wgan.train.WGANStep``, i.e. the real training code, once per
+    precision asked for (``train.precision`` fp32 and bf16 by default).
 
-Same models (the train section of params.yaml), batch size, device and thread count. Rounds alternate
-(a, b, b, a, ...) after one untimed warm-up round of each, so drift in machine load hits both alike.
+Same models (the train section of params.yaml), batch size, device and thread count. Rounds alternate the order
+of the loops (a, b, c, then c, b, a, ...) after one untimed warm-up round of each, so drift in machine load hits
+all alike. Prints best-of-rounds (least disturbed by other load) and median, the load average, peak RSS (CPU)
+and peak allocated memory (CUDA).
 
-    python benchmarks/bench_train.py [--rounds 6] [--iters 300]
+    python benchmarks/bench_train.py [--rounds 6] [--iters 300] [--threads N] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import resource
 import statistics
 import time
@@ -107,7 +112,9 @@ class ProjectLoop:
         generator, critic = build_models(cfg, device)
         self.images = images.to(device)
         self.shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
-        self.step = WGANStep(cfg, generator, critic, torch.Generator(device).manual_seed(0))
+        self.step = WGANStep(
+            cfg, generator, critic, torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
+        )
         self.batches = epoch_batches(self.images, cfg.batch_size, self.shuffle)
         self.iteration = 0
 
@@ -132,11 +139,45 @@ def timed(loop: TutorialLoop | ProjectLoop, iterations: int, device: torch.devic
     return (time.perf_counter() - start) * 1000 / iterations
 
 
+def interleaved(
+    loops: dict[str, TutorialLoop | ProjectLoop], rounds: int, iters: int, device: torch.device
+) -> dict[str, list[float]]:
+    """ms/iteration of each loop in each round, after one untimed warm-up round; the order flips every round."""
+    for loop in loops.values():
+        timed(loop, iters, device)  # warm-up: workers, allocator, CUDA graph capture, first-call costs
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(timed(loops[name], iters, device))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f} ms/it" for n, t in times.items()), flush=True)
+    return times
+
+
+def report(times: dict[str, list[float]], baseline: str = "reference") -> list[str]:
+    """A markdown table: best and median ms/iteration of each loop and its speed-up over ``baseline``."""
+    rows = ["| loop | best ms/it | median ms/it | speed-up (best) | speed-up (median) |", "|---|---|---|---|---|"]
+    base_best, base_median = min(times[baseline]), statistics.median(times[baseline])
+    for name, t in times.items():
+        best, median = min(t), statistics.median(t)
+        rows.append(f"| {name} | {best:.2f} | {median:.2f} | {base_best / best:.2f}x | {base_median / median:.2f}x |")
+    return rows
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds of each loop (default 6)")
     parser.add_argument("--iters", type=int, default=300, help="iterations per round (default 300)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="train.precision values of the project loop")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg: TrainConfig = load_section("train")
     prepare = load_section("prepare")
@@ -144,28 +185,25 @@ def main() -> None:
     dataset, images_u8, source = load_data(prepare.mean, prepare.std)
     images = normalize(images_u8, prepare.mean, prepare.std)
     print(
-        f"device {device}, torch threads {torch.get_num_threads()}, batch {cfg.batch_size}, loss {cfg.loss}, "
-        f"n_critic {cfg.n_critic}, reference data: {source} ({len(images)} images)"
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {cfg.batch_size}, "
+        f"loss {cfg.loss}, n_critic {cfg.n_critic}, reference data: {source} ({len(images)} images); {load_text()}"
     )
-    reference, project = TutorialLoop(cfg, dataset, device), ProjectLoop(cfg, images, device)
-    timed(reference, args.iters, device)  # warm-up: worker start, allocator, first-call costs
-    timed(project, args.iters, device)
-    times: dict[str, list[float]] = {"reference": [], "project": []}
-    for r in range(args.rounds):
-        order = ("reference", "project") if r % 2 == 0 else ("project", "reference")
-        for name in order:
-            times[name].append(timed(reference if name == "reference" else project, args.iters, device))
-        print(f"round {r + 1}: reference {times['reference'][-1]:.2f} ms/it, project {times['project'][-1]:.2f} ms/it")
-    del reference  # shuts the DataLoader workers down, so their peak RSS is counted below
+    if device.type == "cpu" and "bf16" in args.precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("note: this CPU has no native bf16 matmul (no AVX512-BF16/AMX): bf16 runs on a slow fallback")
+    loops: dict[str, TutorialLoop | ProjectLoop] = {"reference": TutorialLoop(cfg, dataset, device)}
+    for precision in args.precisions.split(","):
+        loops[f"project {precision}"] = ProjectLoop(dataclasses.replace(cfg, precision=precision), images, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = interleaved(loops, args.rounds, args.iters, device)
+    del loops  # shuts the DataLoader workers down, so their peak RSS is counted below
+    print(f"{load_text()}; best and median of {args.rounds} rounds of {args.iters} iterations:")
+    print("\n".join(report(times)))
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    for label, pick in (("median", statistics.median), ("best", min)):  # best: least disturbed by other load
-        ref, proj = pick(times["reference"]), pick(times["project"])
-        print(
-            f"{label:>6} of {args.rounds} rounds: reference (tutorial loop) {ref:.2f} ms per critic iteration, "
-            f"project (WGANStep) {proj:.2f} ms, speed-up {ref / proj:.2f}x"
-        )
     print(f"peak RSS: main process {self_mb:.0f} MiB, largest DataLoader worker {child_mb:.0f} MiB")
+    if device.type == "cuda":
+        print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class GifConfig:
 
     duration_ms: int = _f(100, ge=1)
     loop: int = _f(0, ge=0)
-    stride: int = _f(1, ge=1)
+    stride: int = _f(2, ge=1)
     final_hold_ms: int = _f(2000, ge=1)
 
 

@@ -39,9 +39,13 @@ def clip_weights_(params: Sequence[torch.Tensor], clip_value: float) -> None:
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per sample; requires grad."""
+    """``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per sample; requires grad.
+
+    ``eps`` is drawn on the generator's device and moved, so a CPU stream can drive a GPU run (same numbers).
+    """
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(shape, device=real.device, dtype=real.dtype, generator=generator)
+    device = generator.device if generator is not None else real.device
+    eps = torch.rand(shape, device=device, dtype=real.dtype, generator=generator).to(real.device)
     return torch.lerp(fake, real, eps).requires_grad_(True)
 
 

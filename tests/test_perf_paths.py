@@ -1,0 +1,147 @@
+"""The speed paths of WGANStep and the benchmark scripts: same math as the plain path, and the checks can fail.
+
+The CUDA-graph path itself needs a GPU (``benchmarks/gpu_check.sh`` checks it there); here we test what it
+relies on (undoing the warm-up restores the exact state), the bf16 path, and the check scripts' logic.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from wgan.config import TrainConfig, parse_section
+from wgan.train import M_CRITIC, M_GENERATOR, WGANStep, build_models
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+SMALL = {"g_hidden": [32, 64], "d_hidden": [64, 32], "latent_dim": 16, "batch_size": 32, "n_fixed": 8}
+
+
+def _cfg(**overrides: Any) -> TrainConfig:
+    return parse_section("train", {**SMALL, **overrides})
+
+
+def _step(cfg: TrainConfig) -> WGANStep:
+    generator, critic = build_models(cfg, torch.device("cpu"))
+    return WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
+
+
+def _batches(n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(32, 1, 28, 28, generator=g) * 2 - 1 for _ in range(n)]
+
+
+def _train(step: WGANStep, batches: list[torch.Tensor], first: int = 0) -> list[tuple[float, float]]:
+    """Per-iteration (critic loss, generator loss or NaN) over ``batches``."""
+    out = []
+    for i, real in enumerate(batches, start=first):
+        step(real, i)
+        metrics = step.take_metrics()
+        out.append((metrics[M_CRITIC], metrics.get(M_GENERATOR, math.nan)))
+    return out
+
+
+def _weights(step: WGANStep) -> list[torch.Tensor]:
+    return [t.clone() for t in (*step.generator.state_dict().values(), *step.critic.state_dict().values())]
+
+
+def _assert_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "with-optimizer-state"])
+def test_undoing_the_warm_up_restores_the_exact_state(resumed: bool) -> None:
+    """What the CUDA-graph capture does before recording: warm up, then undo it (weights, optimizer, noise)."""
+    cfg = _cfg(lr=1e-3)
+    batches = _batches(8)
+    reference, warmed = _step(cfg), _step(cfg)
+    if resumed:  # optimizer state exists before the warm-up: it must be copied back, not zeroed
+        _train(reference, batches[:2])
+        _train(warmed, batches[:2])
+    saved = warmed._save_state()
+    _train(warmed, batches[2:5], first=2)  # the warm-up: weights, optimizer state, sums and noise all move
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(warmed), _weights(reference), strict=True))
+    warmed._restore_state(saved)
+    expected = _train(reference, batches[2:], first=2)
+    assert _train(warmed, batches[2:], first=2) == expected
+    _assert_equal(_weights(warmed), _weights(reference))
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_work() -> None:
+    cfg = _cfg()
+    generator, critic = build_models(cfg, torch.device("cpu"))
+    assert not WGANStep(cfg, generator, critic, torch.Generator()).use_graphs  # auto: off on the CPU
+    with pytest.raises(ValueError, match="CUDA graphs need"):
+        WGANStep(cfg, generator, critic, torch.Generator(), graphs=True)
+
+
+def test_bf16_steps_are_finite_and_close_to_fp32() -> None:
+    batches = _batches(6)
+    fp32 = _train(_step(_cfg()), batches)
+    bf16 = _train(_step(_cfg(precision="bf16")), batches)
+    scale = max(abs(v) for row in fp32 for v in row if not math.isnan(v))
+    for (c32, g32), (c16, g16) in zip(fp32, bf16, strict=True):
+        assert math.isfinite(c16) and abs(c16 - c32) < 0.05 * scale
+        assert math.isnan(g16) == math.isnan(g32)
+        if not math.isnan(g32):
+            assert abs(g16 - g32) < 0.05 * scale
+
+
+# --- benchmarks/gpu_check.py and bench_train.py ------------------------------------------------------------------
+
+
+def _import_benchmarks(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import gpu_check
+
+    return gpu_check
+
+
+def test_gpu_check_compare_flags_a_difference(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu_check = _import_benchmarks(monkeypatch)
+    a = torch.tensor([[1.0, 2.0], [-1.0, math.nan]], dtype=torch.float64)
+    assert gpu_check.compare("same", a, a.clone(), tol=0.0)
+    assert gpu_check.compare("close", a, a + 0.01, tol=0.01)  # 0.01 <= 0.01 x max |a| = 0.02
+    assert not gpu_check.compare("far", a, a + 0.1, tol=0.01)
+    shifted = a.clone()
+    shifted[1, 1], shifted[0, 1] = 0.0, math.nan
+    assert not gpu_check.compare("schedule", a, shifted, tol=1.0)  # generator steps on other iterations
+
+
+def test_bench_report_gives_speed_ups(monkeypatch: pytest.MonkeyPatch) -> None:
+    _import_benchmarks(monkeypatch)
+    import bench_train
+
+    rows = bench_train.report({"reference": [20.0, 30.0, 22.0], "project fp32": [5.0, 6.0, 11.0]})
+    assert rows[2] == "| reference | 20.00 | 22.00 | 1.00x | 1.00x |"
+    assert rows[3] == "| project fp32 | 5.00 | 6.00 | 4.00x | 3.67x |"
+
+
+def test_gpu_check_runs_on_the_cpu_and_reports_a_match(tmp_path: Path) -> None:
+    params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": {**SMALL, "epochs": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCHMARKS)}
+    cmd = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--steps", "12"]
+    done = subprocess.run(
+        [*cmd, "--rounds", "1", "--iters", "5", "--precisions", "fp32"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "data: random images (no MNIST)" in out
+    assert "match cpu vs cpu eager, 12 steps: max |difference| 0 " in out
+    assert "match cpu eager vs cpu fast path, 12 steps: max |difference| 0 " in out
+    assert "agreement checks: PASS" in out
+    assert "| reference |" in out and "| project fp32 |" in out
+    assert "projected 2 epochs (3750 iterations)" in out  # 2 x 60000 // 32, MNIST at batch 32
