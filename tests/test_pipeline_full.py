@@ -35,8 +35,9 @@ def set_params(repo: Path, **sections: dict) -> None:
 
 def commit(repo: Path, message: str) -> None:
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message],
-                   cwd=repo, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message], cwd=repo, check=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,20 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_repro_runs_every_stage_and_writes_every_output(repo):
     out = dvc(repo, "repro").stdout
     assert ran_stages(out) == ALL_STAGES
-    for path in ("models/generator.pt", "models/critic.pt", "models/samples.pt", "models/checkpoint.pt",
-                 "models/classifier.pt", "results/samples/final.png", "results/wgan.gif",
-                 "results/eval/metrics.json", "results/eval/class_hist.json", "results/classifier/metrics.json",
-                 "dvclive/metrics.json", "dvclive/plots/metrics/train/critic_loss.tsv"):
+    for path in (
+        "models/generator.pt",
+        "models/critic.pt",
+        "models/samples.pt",
+        "models/checkpoint.pt",
+        "models/classifier.pt",
+        "results/samples/final.png",
+        "results/wgan.gif",
+        "results/eval/metrics.json",
+        "results/eval/class_hist.json",
+        "results/classifier/metrics.json",
+        "dvclive/metrics.json",
+        "dvclive/plots/metrics/train/critic_loss.tsv",
+    ):
         assert (repo / path).is_file(), path
     # snapshots at 0, 40, 80 and the end (120): four grids, four frames of the default 100 ms
     grids = sorted((repo / "results/samples").glob("grid_*.png"))

@@ -267,6 +267,16 @@ def test_checkpoint_from_other_params_or_data_is_ignored(
     assert "holds a finished run; training again from scratch" in capsys.readouterr().out
 
 
+def test_bf16_on_a_cpu_without_bf16_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _project(tmp_path)
+    for supported in (False, True):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda s=supported: s)
+        _run(root, monkeypatch, _cfg(max_steps=2, precision="bf16"))
+        assert ("no native bfloat16 support" in capsys.readouterr().out) is not supported
+
+
 # --- errors through the stage script -----------------------------------------------------------------------------
 
 

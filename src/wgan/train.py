@@ -59,9 +59,9 @@ from wgan.device import choose_device
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe, torch_save_atomic
 from wgan.models import Critic, Generator
+from wgan.render import SAMPLES_FORMAT  # the reader owns the format; this is its only writer
 from wgan.summary import model_summary
 
-SAMPLES_FORMAT = "wgan-samples-v1"
 CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
 PREPARE_HINT = "rebuild it with `dvc repro prepare`"
 
@@ -632,6 +632,11 @@ def train(
     generator, critic = build_models(cfg, device)
     if is_main:
         log(f"device: {device}")
+        if cfg.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log(
+                "warning: this CPU has no native bfloat16 support, so train.precision: bf16 runs several times "
+                "slower than fp32 here; use fp32"
+            )
         log(model_summary(generator, (cfg.latent_dim,), "Generator"))
         log(model_summary(critic, IMAGE_SHAPE, "Critic"))
     shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
