@@ -365,17 +365,16 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypa
 
 # --- real MNIST (slow) ------------------------------------------------------------------------------------------
 
-MNIST_TRAIN = REPO / "data" / "prepared" / "train.pt"
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MNIST_TRAIN.is_file(), reason="real MNIST not prepared (run `dvc repro prepare`)")
-def test_real_mnist_generator_learns_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_mnist_generator_learns_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_prepared: Path
+) -> None:
     for name in ("train.pt", "test.pt"):
         target = tmp_path / "data/prepared" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(REPO / "data/prepared" / name)
-    mnist = load_prepared(MNIST_TRAIN)
+        target.symlink_to(real_prepared / name)
+    mnist = load_prepared(real_prepared / "train.pt")
     real_share = (mnist.images < -0.9).float().mean().item()
     cfg = parse_section("train", {"max_steps": 400, "log_every": 100, "sample_interval": 200, "n_fixed": 256})
     result = _run(tmp_path, monkeypatch, cfg)
