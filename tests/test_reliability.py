@@ -394,14 +394,23 @@ def _dvc_env(repo: Path, hook_dir: Path, **fault: str) -> dict[str, str]:
 REPRO = [str(BIN / "dvc"), "repro", "--single-item", "train"]
 
 
+def _gated_at_40(repo: Path, hook_dir: Path, tmp_path: Path) -> tuple[Path, Path, Path, dict[str, str]]:
+    """Files and environment for a `dvc repro` whose stage pauses at iteration 40 until `release` exists.
+
+    Returns (mark: created when the stage reaches the gate, release, log of the run, env).
+    """
+    mark, release, log = tmp_path / "reached", tmp_path / "release", tmp_path / "first.log"
+    gate = {"WGAN_FAULT_AT": "40", "WGAN_FAULT_MARK": str(mark), "WGAN_FAULT_RELEASE": str(release)}
+    return mark, release, log, _dvc_env(repo, hook_dir, WGAN_FAULT="gate", **gate)
+
+
 @pytest.mark.slow
 def test_a_second_dvc_repro_is_refused_while_the_first_finishes(
     tmp_path: Path, hook_dir: Path, reference: Callable[..., tuple[Path, TrainResult]]
 ) -> None:
     repo = _dvc_repo(tmp_path)
-    mark, release, log = tmp_path / "reached", tmp_path / "release", tmp_path / "first.log"
-    gate = {"WGAN_FAULT_AT": "40", "WGAN_FAULT_MARK": str(mark), "WGAN_FAULT_RELEASE": str(release)}
-    with _background(REPRO, repo, _dvc_env(repo, hook_dir, WGAN_FAULT="gate", **gate), log) as first:
+    mark, release, log, env = _gated_at_40(repo, hook_dir, tmp_path)
+    with _background(REPRO, repo, env, log) as first:
         _wait_for(mark, first, log)  # the first is training, inside `dvc repro`
         start = time.monotonic()
         second = subprocess.run(REPRO, cwd=repo, env=stage_env(repo), capture_output=True, text=True, timeout=120)
@@ -423,9 +432,8 @@ def test_ctrl_c_under_dvc_repro_then_repro_resumes(
 ) -> None:
     """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group (dvc and the stage)."""
     repo = _dvc_repo(tmp_path)
-    mark, release, log = tmp_path / "reached", tmp_path / "release", tmp_path / "first.log"
-    gate = {"WGAN_FAULT_AT": "40", "WGAN_FAULT_MARK": str(mark), "WGAN_FAULT_RELEASE": str(release)}
-    with _background(REPRO, repo, _dvc_env(repo, hook_dir, WGAN_FAULT="gate", **gate), log) as first:
+    mark, release, log, env = _gated_at_40(repo, hook_dir, tmp_path)
+    with _background(REPRO, repo, env, log) as first:
         _wait_for(mark, first, log)
         os.killpg(first.pid, signal.SIGINT)
         release.touch()  # the signal is already pending: the stage stops at this very iteration

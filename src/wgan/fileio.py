@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wgan.errors import UserError
+from wgan.errors import UserError, first_line
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -107,5 +107,4 @@ def torch_load_safe(path: str | os.PathLike[str], what: str, hint: str) -> Any:
     try:
         return torch.load(target, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{what} file {target} cannot be loaded ({reason[:200]}); {hint}") from exc
+        raise UserError(f"{what} file {target} cannot be loaded ({first_line(exc)}); {hint}") from exc

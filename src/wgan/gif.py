@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from wgan.config import GifConfig
-from wgan.errors import UserError
+from wgan.errors import UserError, first_line
 from wgan.fileio import atomic_path
 
 RENDER_HINT = "rerun `dvc repro render`"
@@ -72,8 +72,7 @@ def read_grid(path: Path) -> Image.Image:
             image.load()
             return image.convert("L")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"grid {path} cannot be read ({reason[:200]}); {RENDER_HINT}") from exc
+        raise UserError(f"grid {path} cannot be read ({first_line(exc)}); {RENDER_HINT}") from exc
 
 
 def build_gif(grid_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], cfg: GifConfig) -> GifSummary:

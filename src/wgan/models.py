@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from wgan.errors import UserError
+from wgan.errors import UserError, first_line
 from wgan.fileio import torch_load_safe, torch_save_atomic
 
 IMG_SHAPE = (1, 28, 28)
@@ -93,8 +93,7 @@ def load_module(path: str | os.PathLike[str], kind: str, cls: type[M], hint: str
         model = cls(**raw["kwargs"])
         model.load_state_dict(raw["state_dict"])
     except (TypeError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise UserError(f"{path} does not hold a valid {kind} ({first}); {hint}") from exc
+        raise UserError(f"{path} does not hold a valid {kind} ({first_line(exc)}); {hint}") from exc
     return model.eval()
 
 
