@@ -2,6 +2,7 @@
 
 The prepare section is read only to refuse prepared data made with another normalization.
 Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss exits 2 (see wgan.train).
+The outputs are written before the checkpoint is marked finished, so a kill while writing them loses no training.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from wgan.cli import run_stage
 from wgan.config import load_section
 from wgan.fileio import remove_stale_temps
 from wgan.models import save_model
-from wgan.train import TrainPaths, save_samples, train
+from wgan.train import TrainPaths, TrainResult, save_samples, train
 
 
 def main() -> None:
@@ -21,11 +22,14 @@ def main() -> None:
     for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples):
         for stale in remove_stale_temps(output):
             print(f"removed {stale}, left by an interrupted write")
-    result = train(cfg, paths, norm=(prepare.mean, prepare.std))
-    save_model(result.generator, paths.generator)
-    save_model(result.critic, paths.critic)
-    save_samples(result.samples, paths.samples)
-    print(f"wrote {paths.generator}, {paths.critic}, {paths.samples} after {result.iterations} iterations")
+
+    def deliver(result: TrainResult) -> None:
+        save_model(result.generator, paths.generator)
+        save_model(result.critic, paths.critic)
+        save_samples(result.samples, paths.samples)
+        print(f"wrote {paths.generator}, {paths.critic}, {paths.samples} after {result.iterations} iterations")
+
+    train(cfg, paths, norm=(prepare.mean, prepare.std), deliver=deliver)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from wgan.train import (
     M_CRITIC,
     M_GENERATOR,
     M_HELDOUT,
+    M_RATE,
     M_WASSERSTEIN,
     TrainPaths,
     TrainResult,
@@ -61,6 +62,7 @@ WGAN_FAULT=signal: at iteration WGAN_FAULT_AT the train stage sends itself the s
 WGAN_FAULT=gate: at iteration WGAN_FAULT_AT it creates WGAN_FAULT_MARK, then waits for WGAN_FAULT_RELEASE.
 WGAN_FAULT=stall-checkpoint: checkpoint write number WGAN_FAULT_AT stops halfway through the file,
 creates WGAN_FAULT_MARK and hangs until killed.
+WGAN_FAULT=kill-writing: the process SIGKILLs itself as it starts writing the file named WGAN_FAULT_FILE.
 Iterations are the train stage's progress-bar updates (one per iteration); other processes (dvc) are untouched.
 """
 
@@ -119,6 +121,19 @@ elif MODE == "stall-checkpoint":
         return _save(obj, f, *args, **kwargs)
 
     torch.save = _stalling_save
+
+elif MODE == "kill-writing":
+    import torch
+
+    _save = torch.save
+
+    def _killing_save(obj, f, *args, **kwargs):
+        # atomic writes go to ".NAME.<random>.tmp" next to NAME
+        if os.path.basename(getattr(f, "name", "")).startswith("." + os.environ["WGAN_FAULT_FILE"] + "."):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _save(obj, f, *args, **kwargs)
+
+    torch.save = _killing_save
 '''
 
 
@@ -371,6 +386,32 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
     assert f"removed models/{partial.name}, left by an interrupted write" in out
     assert f"resuming from models/checkpoint.pt: 1 epochs ({PER_EPOCH} iterations) done" in out
     assert not list((root / "models").glob(".*.tmp"))
+    _assert_same_run(reference(N_TRAIN, **RUN), root)
+
+
+def test_sigkill_while_writing_the_outputs_loses_no_training(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    hook_dir: Path,
+    reference: Callable[..., tuple[Path, TrainResult]],
+) -> None:
+    """Killed after training, between writing generator.pt and critic.pt: the rerun only writes the outputs."""
+    root = _project(tmp_path, n_train=N_TRAIN, **RUN)
+    env = _fault_env(hook_dir, WGAN_FAULT="kill-writing", WGAN_FAULT_FILE="critic.pt")
+    proc = subprocess.run([sys.executable, str(STAGE)], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (root / "models/generator.pt").exists() and not (root / "models/critic.pt").exists()
+    ckpt = _checkpoint(root)
+    assert ckpt["iteration"] == 5 * PER_EPOCH and not ckpt["finished"]
+    rates = _read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv")  # timings: a retrained run would differ
+
+    out = _run_stage_here(root, monkeypatch, capsys)
+    assert "removed models/.critic.pt." in out
+    assert f"resuming from models/checkpoint.pt: 5 epochs ({5 * PER_EPOCH} iterations) done" in out
+    assert "training had finished before its outputs were written; writing them" in out
+    assert _read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv") == rates
+    assert _checkpoint(root)["finished"]
     _assert_same_run(reference(N_TRAIN, **RUN), root)
 
 

@@ -27,8 +27,10 @@ Design (each choice keeps the loop fast on a small CPU and ready for a GPU or DD
   iterations late, and no non-finite state is ever written: the last good checkpoint stays.
 * A checkpoint is only resumed when the train params, the data files, the training code and the device
   type all match and the run it holds is unfinished; otherwise it is ignored (with a message) and overwritten.
-  A finished checkpoint stays on disk (it is a DVC output) and a rerun with it present trains from scratch,
-  so a forced rerun really retrains and rewrites every output.
+  A run is finished only once its outputs are written (``deliver``): the end-of-training state is first saved
+  as an unfinished checkpoint, so a kill while the outputs are being written resumes at the end and just
+  writes them, instead of losing the run. A finished checkpoint stays on disk (it is a DVC output) and a
+  rerun with it present trains from scratch, so a forced rerun really retrains and rewrites every output.
 """
 
 from __future__ import annotations
@@ -607,13 +609,15 @@ def train(
     world_size: int = 1,
     log: Callable[[str], None] = print,
     norm: tuple[float, float] | None = None,
+    deliver: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a WGAN as ``cfg`` says; write the checkpoint and ``dvclive/`` on the way.
 
     ``rank``/``world_size`` are the hooks for a DDP launcher: batches are sharded by rank and only rank 0
     writes files. ``norm`` (prepare's mean, std), when given, must be the data's normalization: a stale
-    prepared file is then an error instead of a silently different run. Returns the trained models and
-    samples; the stage writes them. Raises ``UserError`` when the losses turn NaN or infinite and
+    prepared file is then an error instead of a silently different run. ``deliver`` (rank 0 only) writes the
+    outputs; the checkpoint is marked finished after it returns. Returns the trained models and samples.
+    Raises ``UserError`` when the losses turn NaN or infinite and
     ``StageInterrupted`` after a SIGINT/SIGTERM (once the resumable checkpoint is written).
     """
     paths = paths or TrainPaths()
@@ -664,6 +668,8 @@ def train(
         samples = Samples.from_payload(ckpt["samples"])
         history, iteration = ckpt["metrics"], int(ckpt["iteration"])
         log(f"resuming from {paths.checkpoint}: {iteration // per_epoch} epochs ({iteration} iterations) done")
+        if iteration == total:
+            log("training had finished before its outputs were written; writing them")
     saved_at = iteration if ckpt is not None else None  # the iteration of the checkpoint on disk for this run
     finite_at = iteration  # the last iteration at which the losses and the state were seen finite
 
@@ -773,12 +779,12 @@ def train(
                     checkpoint(finished=False)
             if stop.signum is not None:  # a signal during the last epoch-end checkpoint
                 stop_here(stop.signum)
-        if iteration % cfg.log_every:
+        if last_log_it != iteration:  # not logged at this very iteration (in the loop, or before a resume)
             log_point()
         if samples.iteration[-1] != iteration:
             snapshot()
         if is_main:
-            checkpoint(finished=True)
+            checkpoint(finished=False)  # the end state: a kill from here on resumes here and only writes outputs
     finally:
         bar.close()
     if live is not None:
@@ -786,7 +792,12 @@ def train(
     final: dict[str, float] = {}  # the latest value of every metric, as in dvclive/metrics.json
     for point in live.history if live is not None else []:
         final.update({k: v for k, v in point.items() if k != "step"})
-    return TrainResult(generator, critic, samples, final, iteration)
+    result = TrainResult(generator, critic, samples, final, iteration)
+    if is_main:
+        if deliver is not None:
+            deliver(result)
+        checkpoint(finished=True)
+    return result
 
 
 @contextlib.contextmanager
