@@ -783,8 +783,8 @@ def train(
             log_point()
         if samples.iteration[-1] != iteration:
             snapshot()
-        if is_main:
-            checkpoint(finished=False)  # the end state: a kill from here on resumes here and only writes outputs
+        if is_main:  # with outputs still to write, a kill from here on resumes at the end and only writes them
+            checkpoint(finished=deliver is None)
     finally:
         bar.close()
     if live is not None:
@@ -793,9 +793,8 @@ def train(
     for point in live.history if live is not None else []:
         final.update({k: v for k, v in point.items() if k != "step"})
     result = TrainResult(generator, critic, samples, final, iteration)
-    if is_main:
-        if deliver is not None:
-            deliver(result)
+    if is_main and deliver is not None:
+        deliver(result)
         checkpoint(finished=True)
     return result
 
