@@ -53,7 +53,7 @@ from typing import Any, NoReturn, TextIO
 import torch
 from tqdm import tqdm
 
-from wgan import losses, models
+from wgan import losses, models, optim
 from wgan.cli import StageInterrupted, signal_name
 from wgan.config import TrainConfig, to_dict
 from wgan.data import IMAGE_SHAPE, Split, load_prepared, to_uint8
@@ -155,13 +155,6 @@ def epoch_batches(
         yield images[batch_indices(perm, i, batch_size, rank, world_size)]
 
 
-def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """RMSprop (the WGAN paper and tutorial) or Adam with ``train.betas`` (WGAN-GP's usual choice)."""
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
-    return torch.optim.RMSprop(params, lr=cfg.lr)
-
-
 class WGANStep:
     """One training iteration: a critic step, plus a generator step on every ``n_critic``-th iteration.
 
@@ -170,9 +163,10 @@ class WGANStep:
 
     Speed (measured in benchmarks/README.md): fakes for the critic are made under ``no_grad``; real and fake go
     through the critic in one forward; the critic is frozen during the generator step; clipping is two
-    ``_foreach`` calls; no host sync per step. On CUDA, TF32 matmuls are on and the weight-clipping iteration
-    is recorded once as two CUDA graphs (critic update, generator update) and replayed, which removes the
-    per-kernel launch cost that dominates at batch 64 (``graphs=False`` opts out; wgan-gp stays eager).
+    ``_foreach`` calls; no host sync per step; on the CPU the optimizers run fused kernels (``wgan.optim``).
+    On CUDA, TF32 matmuls are on and the weight-clipping iteration is recorded once as two CUDA graphs (critic
+    update, generator update) and replayed, which removes the per-kernel launch cost that dominates at batch 64
+    (``graphs=False`` opts out; wgan-gp stays eager).
     """
 
     def __init__(
@@ -189,8 +183,8 @@ class WGANStep:
         self.noise = noise
         self.device = next(generator.parameters()).device
         self.critic_params = list(critic.parameters())
-        self.opt_g = make_optimizer(cfg, generator.parameters())
-        self.opt_d = make_optimizer(cfg, self.critic_params)
+        self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
+        self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
         cuda = self.device.type == "cuda"
         self._tune_optimizers()
         if cuda:  # TF32 tensor cores for float32 matmuls (10-bit mantissa inputs, float32 sums); CUDA only
@@ -428,7 +422,7 @@ def _sha256(path: Path) -> str:
 def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: params, data bytes, training code, device type."""
     code = hashlib.sha256()
-    for module in (losses, models, sys.modules[__name__]):
+    for module in (losses, models, optim, sys.modules[__name__]):
         code.update(Path(str(module.__file__)).read_bytes())
     return {
         "config": to_dict(cfg),
