@@ -41,6 +41,7 @@ from wgan.train import (
     batch_indices,
     build_models,
     train,
+    training_code,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,6 +266,14 @@ def test_checkpoint_from_other_params_or_data_is_ignored(
 
     _run(root, monkeypatch, _cfg(epochs=1, lr=1e-4))  # the checkpoint left by that run is finished
     assert "holds a finished run; training again from scratch" in capsys.readouterr().out
+
+
+def test_dvc_reruns_train_when_any_code_its_checkpoints_depend_on_changes() -> None:
+    """A code change that refuses old checkpoints must also be a change DVC sees (a dep of the train stage)."""
+    deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"])
+    code = {path.resolve().relative_to(REPO).as_posix() for path in training_code()}
+    assert {"src/wgan/train.py", "src/wgan/optim.py"} <= code
+    assert code <= deps, f"missing from the train stage's deps in dvc.yaml: {sorted(code - deps)}"
 
 
 def test_bf16_on_a_cpu_without_bf16_warns(

@@ -419,11 +419,16 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def training_code() -> list[Path]:
+    """The source files whose bytes decide a run's numbers: the train stage's code deps in dvc.yaml."""
+    return [Path(str(module.__file__)) for module in (losses, models, optim, sys.modules[__name__])]
+
+
 def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: params, data bytes, training code, device type."""
     code = hashlib.sha256()
-    for module in (losses, models, optim, sys.modules[__name__]):
-        code.update(Path(str(module.__file__)).read_bytes())
+    for path in training_code():
+        code.update(path.read_bytes())
     return {
         "config": to_dict(cfg),
         "data": {"train": _sha256(paths.train_data), "test": _sha256(paths.test_data)},
