@@ -50,13 +50,15 @@ class FusedRMSprop(torch.optim.Optimizer):
             for p in params:
                 if not self.state[p]:
                     self.state[p]["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if p not in self._scratch:
+                    self._scratch[p] = torch.zeros_like(p)  # zeroed: the kernel multiplies it by 0, and 0 * NaN = NaN
             device = params[0].device
             if device not in self._steps:
                 self._steps[device] = torch.tensor(SATURATED_STEP, device=device)
             torch._fused_adam_(
                 params,
                 [p.grad for p in params],
-                [self._scratch.setdefault(p, torch.zeros_like(p)) for p in params],
+                [self._scratch[p] for p in params],
                 [self.state[p]["square_avg"] for p in params],
                 [],
                 [self._steps[device]] * len(params),
