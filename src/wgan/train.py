@@ -215,12 +215,13 @@ class WGANStep:
     def _tune_optimizers(self) -> None:
         """On CUDA, optimizer steps that a CUDA graph can record (step counts on the device, no host sync).
 
-        The multi-tensor (``foreach``) kernels stay torch's choice: on for CUDA, off on the CPU, where they
-        measured 2x slower for RMSprop (benchmarks/README.md).
+        On the CPU there is nothing to tune: ``wgan.optim`` already picked its fused kernels there.
         """
+        if self.device.type != "cuda":
+            return
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
-                group["capturable"] = self.device.type == "cuda"
+                group["capturable"] = True
 
     def _latent(self, n: int) -> torch.Tensor:
         """Noise from ``self.noise`` on its own device (a no-op move in training, where it is the model's)."""
