@@ -128,7 +128,7 @@ def tiny_train(ws: Path) -> None:
     """Inputs and params for a train run of a few steps on synthetic data."""
     small_prepared(ws)
     set_param(ws, "train", "batch_size", 8)
-    set_param(ws, "train", "max_steps", 3)
+    set_param(ws, "train", "max_iterations", 3)
 
 
 def eval_inputs(ws: Path) -> None:
@@ -303,7 +303,7 @@ CASES = [
         lambda ws: (
             small_prepared(ws),
             set_param(ws, "train", "batch_size", 8),
-            set_param(ws, "train", "max_steps", 3),
+            set_param(ws, "train", "max_iterations", 3),
         ),
         "No space left on device",
         {"WGAN_FAULT": "enospc", "PYTHONPATH": f"{FAULTS}{os.pathsep}{REPO / 'src'}"},

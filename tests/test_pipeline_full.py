@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 ALL_STAGES = {"download", "prepare", "train", "render", "gif", "classifier", "evaluate"}
 QUICK = {
-    "train": {"max_steps": 120, "sample_interval": 40, "log_every": 20},
+    "train": {"max_iterations": 120, "sample_interval": 40, "log_every": 20},
     "gif": {"stride": 1},
     "classifier": {"epochs": 1},
     "evaluate": {"n_samples": 1000, "kid_subsets": 5, "kid_subset_size": 500},

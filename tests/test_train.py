@@ -230,8 +230,8 @@ def test_same_seed_gives_bit_identical_weights(tmp_path: Path, monkeypatch: pyte
     assert not torch.equal(other.generator.model[0].weight, first.generator.model[0].weight)
 
 
-def test_max_steps_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = _run(_project(tmp_path), monkeypatch, _cfg(epochs=5, max_steps=13, log_every=5, sample_interval=100))
+def test_max_iterations_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(_project(tmp_path), monkeypatch, _cfg(epochs=5, max_iterations=13, log_every=5, sample_interval=100))
     assert result.iterations == 13
     assert result.samples.iteration == [0, 13] and result.samples.epoch == [0, 1]
     assert json.loads(Path("dvclive/metrics.json").read_text())["step"] == 13
@@ -282,7 +282,7 @@ def test_bf16_on_a_cpu_without_bf16_warns(
     root = _project(tmp_path)
     for supported in (False, True):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda s=supported: s)
-        _run(root, monkeypatch, _cfg(max_steps=2, precision="bf16"))
+        _run(root, monkeypatch, _cfg(max_iterations=2, precision="bf16"))
         assert ("no native bfloat16 support" in capsys.readouterr().out) is not supported
 
 
@@ -385,7 +385,7 @@ def test_real_mnist_generator_learns_the_background(
         target.symlink_to(real_prepared / name)
     mnist = load_prepared(real_prepared / "train.pt")
     real_share = (mnist.images < -0.9).float().mean().item()
-    cfg = parse_section("train", {"max_steps": 400, "log_every": 100, "sample_interval": 200, "n_fixed": 256})
+    cfg = parse_section("train", {"max_iterations": 400, "log_every": 100, "sample_interval": 200, "n_fixed": 256})
     result = _run(tmp_path, monkeypatch, cfg)
     summary = json.loads(Path("dvclive/metrics.json").read_text())
     assert all(math.isfinite(v) for group in ("train", "test") for v in summary[group].values())

@@ -77,7 +77,7 @@ class TrainConfig:
     n_fixed: int = _f(64, ge=1)
     log_every: int = _f(50, ge=1)
     checkpoint_every: int = _f(1, ge=1)
-    max_steps: int = _f(0, ge=0)
+    max_iterations: int = _f(0, ge=0)
     precision: str = _f("fp32", choices=("fp32", "bf16"))
     seed: int = _f(0, ge=0)
 

@@ -630,7 +630,7 @@ def train(
     if cfg.batch_size % world_size:
         raise UserError(f"train.batch_size = {cfg.batch_size} is not divisible by the {world_size} processes")
     per_epoch = n // cfg.batch_size
-    total = cfg.epochs * per_epoch if cfg.max_steps == 0 else min(cfg.max_steps, cfg.epochs * per_epoch)
+    total = cfg.epochs * per_epoch if cfg.max_iterations == 0 else min(cfg.max_iterations, cfg.epochs * per_epoch)
     fingerprint = run_fingerprint(cfg, paths, device)
 
     generator, critic = build_models(cfg, device)
