@@ -5,7 +5,7 @@
     ``Image.fromarray`` + ToTensor + Normalize per sample); a shuffling DataLoader with 2 workers; ``.detach()``ed
     fakes; two critic forwards; a per-parameter clamp loop; the loss formatted (a host sync) every generator step.
     Only the tutorial's generator-loss bug is fixed: its gradients flow through D into G.
-(b) this project: ``wgan.train.epoch_batches`` + ``wgan.train.WGANStep``, i.e. the real training code, once per
+(b) this project: ``wgan.batches.epoch_batches`` + ``wgan.step.WGANStep``, i.e. the real training code, once per
     precision asked for (``train.precision`` fp32 and bf16 by default).
 
 Same models (the train section of params.yaml), batch size, device and thread count. Rounds alternate the order
@@ -31,11 +31,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
+from wgan.batches import derive_seed, epoch_batches
 from wgan.config import TrainConfig, load_section
 from wgan.data import normalize
 from wgan.device import choose_device
 from wgan.fileio import torch_load_safe
-from wgan.train import WGANStep, build_models, derive_seed, epoch_batches
+from wgan.models import build_models
+from wgan.step import WGANStep
 
 RAW_ROOT = Path("data/raw")
 PREPARED = Path("data/prepared/train.pt")

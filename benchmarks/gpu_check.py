@@ -29,10 +29,12 @@ import torch
 from bench_train import PREPARED, PilDataset, ProjectLoop, TutorialLoop, interleaved, load_text, report
 from torchvision import transforms
 
+from wgan.batches import derive_seed
 from wgan.config import TrainConfig, load_section
 from wgan.data import normalize
 from wgan.fileio import torch_load_safe
-from wgan.train import WGANStep, build_models, derive_seed
+from wgan.models import build_models
+from wgan.step import make_step
 
 MNIST_TRAIN_SIZE = 60000
 
@@ -42,7 +44,7 @@ def losses_per_step(
 ) -> torch.Tensor:
     """[steps, 2]: each iteration's critic loss and generator loss (NaN where no generator step ran)."""
     generator, critic = build_models(cfg, device)
-    step = WGANStep(cfg, generator, critic, noise, graphs=graphs)
+    step = make_step(cfg, generator, critic, noise, graphs=graphs)
     rows = []
     for i, real in enumerate(batches):
         step(real.to(device), i)

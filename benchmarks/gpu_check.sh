@@ -18,19 +18,24 @@ PY="${PYTHON:-}"
 if [[ -z "$PY" ]]; then
   if [[ -x .venv/bin/python ]] && has_cuda_torch .venv/bin/python; then PY=.venv/bin/python; else PY=python3; fi
 fi
+# every install is pinned (an unpinned torchvision would make pip replace torch) and fails fast without an index
+pip_install() { "$PY" -m pip install -q --retries 0 --timeout 5 "$@"; }
 if ! has_cuda_torch "$PY"; then
   echo "gpu_check: $PY has no torch that sees a GPU; trying pip install torch==2.14.1" >&2
-  "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1 || { echo "gpu_check: no CUDA torch available" >&2; exit 2; }
+  pip_install torch==2.14.1 torchvision==0.29.1 || { echo "gpu_check: no CUDA torch available" >&2; exit 2; }
   has_cuda_torch "$PY" || { echo "gpu_check: torch still sees no GPU" >&2; exit 2; }
 fi
 TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)')
 [[ "$TORCH_VERSION" == 2.14.1* ]] || echo "note: torch $TORCH_VERSION here, the project pins 2.14.1"
 
-for mod in torchvision yaml PIL tqdm; do  # what gpu_check.py, bench_train.py and wgan.train import
-  "$PY" -c "import $mod" 2>/dev/null || "$PY" -m pip install -q "$(
-    case $mod in yaml) echo pyyaml ;; PIL) echo pillow ;; *) echo "$mod" ;; esac
-  )"
-done
+# what gpu_check.py, bench_train.py and the library import, with the pins of pyproject.toml
+declare -A PIN=([torchvision]="torchvision==0.29.1" [yaml]="pyyaml>=6.0" [PIL]="pillow>=10.0" [tqdm]="tqdm>=4.66"
+  [torchinfo]="torchinfo>=1.8")
+missing=()
+for mod in "${!PIN[@]}"; do "$PY" -c "import $mod" 2>/dev/null || missing+=("${PIN[$mod]}"); done
+if ((${#missing[@]})); then
+  pip_install "torch==$TORCH_VERSION" "${missing[@]}" || { echo "gpu_check: cannot install ${missing[*]}" >&2; exit 2; }
+fi
 # the project from this tree without installing it (pyproject pins Python 3.11 and would refuse another)
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true

@@ -1,19 +1,16 @@
 """DVC stage `download`: real MNIST, verified, as the four IDX files under data/raw/MNIST/raw/."""
 
-from pathlib import Path
-
+from wgan import paths
 from wgan.cli import run_stage
 from wgan.config import load_section
 from wgan.mnist import fetch_mnist, install_raw
-
-RAW_ROOT = Path("data/raw")
 
 
 def main() -> None:
     # data.source is read but deliberately not tracked by DVC: every source yields identical bytes.
     source = load_section("data").source
     arrays = fetch_mnist(source)
-    folder = install_raw(arrays, RAW_ROOT)
+    folder = install_raw(arrays, paths.RAW)
     print(f"wrote {len(arrays.train_labels)} training and {len(arrays.test_labels)} test images to {folder}")
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from wgan import paths
 from wgan.cli import run_stage
 from wgan.config import load_section
 from wgan.gif import build_gif
 
-GRID_DIR = "results/samples"
-OUT = "results/wgan.gif"
-
 
 def main() -> None:
     """Animate the grids in training order."""
-    summary = build_gif(GRID_DIR, OUT, load_section("gif"))
-    print(f"gif: {OUT} with {summary.frames} frames from {summary.grids} grids, {summary.size_bytes / 1e6:.2f} MB")
+    summary = build_gif(paths.GRIDS, paths.GIF, load_section("gif"))
+    print(
+        f"gif: {paths.GIF} with {summary.frames} frames from {summary.grids} grids, {summary.size_bytes / 1e6:.2f} MB"
+    )
 
 
 if __name__ == "__main__":

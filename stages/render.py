@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from wgan import paths
 from wgan.cli import run_stage
 from wgan.config import load_section
 from wgan.render import render_grids
 
-SAMPLES = "models/samples.pt"
-OUT_DIR = "results/samples"
-
 
 def main() -> None:
     """Render every fixed-noise snapshot as a grid, replacing the previous grids."""
-    summary = render_grids(SAMPLES, OUT_DIR, load_section("render"))
+    summary = render_grids(paths.SAMPLES, paths.GRIDS, load_section("render"))
     print(
-        f"render: {summary.count} grids of {summary.width}x{summary.height} px in {OUT_DIR} ({summary.seconds:.1f} s)"
+        f"render: {summary.count} grids of {summary.width}x{summary.height} px in {paths.GRIDS} "
+        f"({summary.seconds:.1f} s)"
     )
 
 

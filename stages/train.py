@@ -11,7 +11,9 @@ from wgan.cli import run_stage
 from wgan.config import load_section
 from wgan.fileio import remove_stale_temps
 from wgan.models import save_model
-from wgan.train import TrainPaths, TrainResult, save_samples, train
+from wgan.paths import TrainPaths
+from wgan.samples import save_samples
+from wgan.train import TrainResult, train
 
 
 def main() -> None:

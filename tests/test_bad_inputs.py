@@ -24,7 +24,7 @@ import yaml
 from conftest import REPO
 
 from wgan import mnist
-from wgan.classifier import Classifier, save_classifier
+from wgan.classifier import Classifier
 from wgan.data import save_prepared
 from wgan.models import Critic, Generator, save_model
 
@@ -134,7 +134,7 @@ def tiny_train(ws: Path) -> None:
 def eval_inputs(ws: Path) -> None:
     small_prepared(ws)
     save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt")
-    save_classifier(Classifier(), ws / "models/classifier.pt")
+    save_model(Classifier(), ws / "models/classifier.pt")
     set_param(ws, "evaluate", "n_samples", 20)
     set_param(ws, "evaluate", "kid_subset_size", 10)
 
@@ -225,7 +225,7 @@ CASES = [
         "refusing to open it",
         {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "wheels", "PIP_CONFIG_FILE": os.devnull},
     ),
-    Case("raw-missing", "prepare", lambda ws: None, "rerun `dvc repro -f download`"),
+    Case("raw-missing", "prepare", lambda ws: None, "rerun `dvc repro download`"),
     Case(
         "prepared-corrupt",
         "train",

@@ -15,15 +15,13 @@ from wgan.classifier import (
     N_CLASSES,
     Classifier,
     accuracy,
-    load_classifier,
     run_classifier,
-    save_classifier,
     train_classifier,
 )
 from wgan.config import ClassifierConfig
 from wgan.data import save_prepared, to_uint8
 from wgan.errors import UserError
-from wgan.models import Generator, save_model
+from wgan.models import Generator, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"channels": [2, 4], "feature_dim": 8}
@@ -72,10 +70,10 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Classifier(**TINY)
     path = tmp_path / "models" / "classifier.pt"
-    save_classifier(model, path)
+    save_model(model, path)
     raw = torch.load(path, weights_only=True)
     assert raw["kind"] == "classifier" and raw["kwargs"] == TINY
-    loaded = load_classifier(path)
+    loaded = load_model(path, Classifier)
     assert not loaded.training
     images, _ = toy_digits(10, seed=3)
     assert torch.equal(loaded(images), model.eval()(images))
@@ -83,23 +81,23 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 def test_bad_classifier_files_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="missing; rerun `dvc repro classifier`"):
-        load_classifier(tmp_path / "absent.pt")
+        load_model(tmp_path / "absent.pt", Classifier)
     good = tmp_path / "good.pt"
-    save_classifier(Classifier(**TINY), good)
+    save_model(Classifier(**TINY), good)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:100])
     with pytest.raises(UserError, match="cannot be loaded"):
-        load_classifier(truncated)
+        load_model(truncated, Classifier)
     foreign = tmp_path / "generator.pt"
     save_model(Generator(latent_dim=4, hidden=(8,)), foreign)
     with pytest.raises(UserError, match="is not a saved classifier"):
-        load_classifier(foreign)
+        load_model(foreign, Classifier)
     mismatched = tmp_path / "mismatched.pt"
     raw = torch.load(good, weights_only=True)
     raw["kwargs"]["feature_dim"] = 9
     torch.save(raw, mismatched)
     with pytest.raises(UserError, match="does not hold a valid classifier"):
-        load_classifier(mismatched)
+        load_model(mismatched, Classifier)
 
 
 def write_toy_splits(root: Path, n_train: int, n_test: int) -> None:
@@ -123,7 +121,7 @@ def test_classifier_stage_end_to_end(tmp_path: Path) -> None:
     scores = json.loads((tmp_path / "results" / "classifier" / "metrics.json").read_text())
     assert set(scores) == {"accuracy", "test_loss"}
     assert 0.0 <= scores["accuracy"] <= 1.0 and scores["test_loss"] > 0
-    assert load_classifier(tmp_path / "models" / "classifier.pt").feature_dim == 128
+    assert load_model(tmp_path / "models" / "classifier.pt", Classifier).feature_dim == 128
 
     (tmp_path / "data" / "prepared" / "test.pt").write_bytes(b"not a torch file")
     proc = run_stage_script("classifier", tmp_path)

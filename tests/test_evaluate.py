@@ -14,11 +14,9 @@ from test_classifier import CFG, TINY, run_stage_script, write_toy_splits
 
 from wgan.classifier import (
     Classifier,
-    load_classifier,
     load_real_features,
     real_features,
     run_classifier,
-    save_classifier,
     save_real_features,
     train_classifier,
 )
@@ -26,7 +24,7 @@ from wgan.config import EvaluateConfig, parse_section
 from wgan.data import load_prepared
 from wgan.errors import UserError
 from wgan.evaluate import build_reference, evaluate, sample_generator, score
-from wgan.models import Generator, save_model
+from wgan.models import Generator, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = [
@@ -113,7 +111,7 @@ def test_sizes_too_large_for_the_sets_are_user_errors(tmp_path: Path, overrides:
 def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
     save_model(tiny_generator(), tmp_path / "models" / "generator.pt")
-    save_classifier(tiny_classifier(), tmp_path / "models" / "classifier.pt")
+    save_model(tiny_classifier(), tmp_path / "models" / "classifier.pt")
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
     save_real_features(real_features(tiny_classifier(), train, test), tmp_path / "models" / "real_features.pt")
     params = {"evaluate": dataclasses.asdict(SMALL)}
@@ -173,7 +171,7 @@ def test_metrics_rank_degraded_samples_on_mnist(mnist_stage_dir: Path, real_prep
     mode collapse; precision does. Not asserted for the same reason: noise against one digit on
     KID and classifier score.
     """
-    classifier = load_classifier(mnist_stage_dir / "models" / "classifier.pt")
+    classifier = load_model(mnist_stage_dir / "models" / "classifier.pt", Classifier)
     train, test = load_prepared(real_prepared / "train.pt"), load_prepared(real_prepared / "test.pt")
     cfg = EvaluateConfig(n_samples=5000, batch_size=1000, kid_subsets=20, kid_subset_size=1000, pr_k=3, seed=0)
     ref = build_reference(real_features(classifier, train, test), cfg)

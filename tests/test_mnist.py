@@ -4,7 +4,10 @@ import gzip
 import io
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +221,50 @@ def test_install_raw_replaces_folder_and_leaves_no_staging(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(mnist.SPLIT_FILES.values())
     assert not (raw / "stale").exists()
     assert [p.name for p in raw.parent.iterdir()] == ["raw"]
+
+
+KILL_DURING_INSTALL = """
+import os, shutil, sys
+from pathlib import Path
+import wgan.fileio
+from wgan import mnist
+sys.path.insert(0, {tests!r})
+from test_mnist import small_arrays
+
+calls, kill_after = 0, int(sys.argv[1])
+
+def killing(fn):
+    def wrapper(*args, **kwargs):
+        global calls
+        result = fn(*args, **kwargs)
+        calls += 1
+        if calls > kill_after:
+            os._exit(137)  # like SIGKILL: no cleanup handler runs
+        return result
+    return wrapper
+
+os.replace, os.rename, shutil.rmtree = killing(os.replace), killing(os.rename), killing(shutil.rmtree)
+wgan.fileio._exchange = killing(wgan.fileio._exchange)
+mnist.install_raw(small_arrays(seed=1), Path(sys.argv[2]))
+"""
+
+
+def test_a_kill_at_any_point_of_install_raw_leaves_the_old_or_the_new_folder(tmp_path):
+    """After every filesystem step that install_raw takes, kill it: data/raw is always one complete version."""
+    raw = tmp_path / "raw"
+    mnist.install_raw(small_arrays(seed=0), raw)
+    old = digests(mnist.read_idx_folder(raw / "MNIST" / "raw"))
+    script = KILL_DURING_INSTALL.format(tests=str(Path(__file__).parent))
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PATH": "/usr/bin:/bin"}
+    seen = []
+    for kill_after in range(10):
+        done = subprocess.run([sys.executable, "-c", script, str(kill_after), str(raw)], env=env, capture_output=True)
+        assert done.returncode in (0, 137), done.stderr.decode()
+        got = mnist.read_idx_folder(raw / "MNIST" / "raw")  # raises if the folder is missing or partial
+        seen.append(digests(got) == old)
+        if done.returncode == 0:
+            break
+        mnist.install_raw(small_arrays(seed=0), raw)  # back to the old version for the next kill point
+    assert done.returncode == 0, "install_raw never finished"
+    assert seen[-1] is False and digests(got) == digests(small_arrays(seed=1))  # finished: the new version
+    assert len(seen) >= 2  # at least one kill point inside the swap was exercised

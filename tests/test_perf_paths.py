@@ -17,7 +17,10 @@ import torch
 import yaml
 
 from wgan.config import TrainConfig, parse_section
-from wgan.train import M_CRITIC, M_GENERATOR, WGANStep, build_models
+from wgan.cuda_graphs import restore_state, save_state
+from wgan.models import build_models
+from wgan.monitor import M_CRITIC, M_GENERATOR
+from wgan.step import WGANStep, make_step
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -56,19 +59,20 @@ def _assert_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
     assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])  # Adam also keeps a step count per parameter
 @pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "with-optimizer-state"])
-def test_undoing_the_warm_up_restores_the_exact_state(resumed: bool) -> None:
+def test_undoing_the_warm_up_restores_the_exact_state(resumed: bool, optimizer: str) -> None:
     """What the CUDA-graph capture does before recording: warm up, then undo it (weights, optimizer, noise)."""
-    cfg = _cfg(lr=1e-3)
+    cfg = _cfg(lr=1e-3, optimizer=optimizer)
     batches = _batches(8)
     reference, warmed = _step(cfg), _step(cfg)
     if resumed:  # optimizer state exists before the warm-up: it must be copied back, not zeroed
         _train(reference, batches[:2])
         _train(warmed, batches[:2])
-    saved = warmed._save_state()
+    saved = save_state(warmed)
     _train(warmed, batches[2:5], first=2)  # the warm-up: weights, optimizer state, sums and noise all move
     assert not all(torch.equal(a, b) for a, b in zip(_weights(warmed), _weights(reference), strict=True))
-    warmed._restore_state(saved)
+    restore_state(warmed, saved)
     expected = _train(reference, batches[2:], first=2)
     assert _train(warmed, batches[2:], first=2) == expected
     _assert_equal(_weights(warmed), _weights(reference))
@@ -77,9 +81,9 @@ def test_undoing_the_warm_up_restores_the_exact_state(resumed: bool) -> None:
 def test_cuda_graphs_are_refused_where_they_cannot_work() -> None:
     cfg = _cfg()
     generator, critic = build_models(cfg, torch.device("cpu"))
-    assert not WGANStep(cfg, generator, critic, torch.Generator()).use_graphs  # auto: off on the CPU
+    assert type(make_step(cfg, generator, critic, torch.Generator())) is WGANStep  # auto: eager on the CPU
     with pytest.raises(ValueError, match="CUDA graphs need"):
-        WGANStep(cfg, generator, critic, torch.Generator(), graphs=True)
+        make_step(cfg, generator, critic, torch.Generator(), graphs=True)
 
 
 def test_bf16_steps_are_finite_and_close_to_fp32() -> None:

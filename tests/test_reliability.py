@@ -30,25 +30,18 @@ from conftest import BIN, REPO, make_repo, stage_env
 from test_bad_inputs import evil_pickle
 from test_train import SMALL, STAGE, _assert_same_state, _cfg, _project, _read_tsv, _state, _write_split
 
+import wgan.checkpoint
 import wgan.train as wgan_train
-from wgan.classifier import load_classifier
+from wgan.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from wgan.classifier import Classifier
 from wgan.data import load_prepared
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe
-from wgan.models import load_generator, load_model
-from wgan.render import load_samples
-from wgan.train import (
-    CHECKPOINT_FORMAT,
-    M_CRITIC,
-    M_GENERATOR,
-    M_HELDOUT,
-    M_RATE,
-    M_WASSERSTEIN,
-    TrainPaths,
-    TrainResult,
-    load_checkpoint,
-    train,
-)
+from wgan.models import Critic, Generator, load_model
+from wgan.monitor import M_CRITIC, M_GENERATOR, M_HELDOUT, M_RATE, M_WASSERSTEIN
+from wgan.paths import TrainPaths
+from wgan.samples import load_samples
+from wgan.train import TrainResult, train
 
 # 512 images in batches of 16: 32 iterations an epoch, 160 in all, epoch-end checkpoints at 32, 64, 96, 128
 RUN = {"epochs": 5, "batch_size": 16, "log_every": 10, "sample_interval": 25}
@@ -270,7 +263,7 @@ def _poison_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     A forward hook on the critic module, so it works whatever the training step does inside.
     """
     armed = False
-    build, save = wgan_train.build_models, wgan_train.torch_save_atomic
+    build, save = wgan_train.build_models, wgan.checkpoint.torch_save_atomic
 
     def poisoned_build(cfg: Any, device: torch.device) -> Any:
         generator, critic = build(cfg, device)
@@ -283,7 +276,7 @@ def _poison_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
         armed = armed or obj.get("format") == CHECKPOINT_FORMAT
 
     monkeypatch.setattr(wgan_train, "build_models", poisoned_build)
-    monkeypatch.setattr(wgan_train, "torch_save_atomic", arming_save)
+    monkeypatch.setattr(wgan.checkpoint, "torch_save_atomic", arming_save)
 
 
 @pytest.mark.parametrize(
@@ -509,10 +502,9 @@ def test_ctrl_c_under_dvc_repro_then_repro_resumes(
 
 LOADERS: dict[str, Callable[[Path], object]] = {
     "load_prepared": load_prepared,
-    "load_model-generator": lambda p: load_model(p, "generator"),
-    "load_model-critic": lambda p: load_model(p, "critic"),
-    "load_generator": load_generator,
-    "load_classifier": load_classifier,
+    "load_model-generator": lambda p: load_model(p, Generator),
+    "load_model-critic": lambda p: load_model(p, Critic),
+    "load_model-classifier": lambda p: load_model(p, Classifier),
     "load_samples": load_samples,
 }
 

@@ -10,20 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 
 from wgan.config import RenderConfig
 from wgan.errors import UserError
+from wgan.fileio import replaced_dir
 from wgan.gif import FINAL_NAME, grid_name
-from wgan.render import (
-    SAMPLES_FORMAT,
-    grid_size,
-    load_samples,
-    make_grid,
-    render_grids,
-    replaced_dir,
-)
+from wgan.render import grid_size, make_grid, render_grids
+from wgan.samples import SAMPLES_FORMAT, load_samples
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "render.py"
@@ -77,11 +71,13 @@ def test_partial_last_row_and_few_images() -> None:
     assert make_grid(images[:3], nrow=8, padding=0, scale=3).shape == (84, 252) == grid_size(3, 8, 0, 3, False)[::-1]
 
 
-def test_make_grid_matches_torchvision_at_scale_one() -> None:
-    images = torch.randint(0, 256, (13, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    ours = make_grid(images[:, 0].numpy(), nrow=5, padding=2, scale=1)
-    theirs = torchvision.utils.make_grid(images, nrow=5, padding=2, pad_value=0)[0].numpy()
-    np.testing.assert_array_equal(ours, theirs)
+def test_a_single_image_gets_the_border_of_a_grid() -> None:
+    """torchvision's make_grid returns a lone image unpadded; a grid of one must look like any other grid."""
+    images = torch.randint(1, 256, (2, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy()
+    one = make_grid(images[:1], nrow=5, padding=2, scale=3)
+    two = make_grid(images, nrow=1, padding=2, scale=3)
+    assert one.shape == (96, 96) == grid_size(1, 5, 2, 3, False)
+    np.testing.assert_array_equal(one, two[:96])  # the first cell of a one-column grid, border included
 
 
 def test_cells_hold_the_upscaled_samples_of_the_same_latents(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from wgan.errors import UserError
 
@@ -29,6 +30,34 @@ class StageInterrupted(BaseException):
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only record ``signum``; a loop polls it and stops at a safe point.
+
+    A second signal stops at once (``StageInterrupted``, without a new checkpoint) for a user who will not
+    wait. Handlers can only be set from the main thread; elsewhere signals keep their usual effect.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise StageInterrupted(signum, f"stopped by a second {signal_name(signum)}, without a new checkpoint")
+        self.signum = signum
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:

@@ -15,10 +15,11 @@ import torch
 
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe, torch_save_atomic
+from wgan.paths import rerun
 
 FORMAT = "wgan-prepared-v1"
 IMAGE_SHAPE = (1, 28, 28)
-REBUILD_HINT = "rebuild it with `dvc repro -f prepare`"
+REBUILD_HINT = rerun("prepare")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ class UserError(Exception):
     """
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (or its type name), cut to ``limit`` characters.
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message folded onto one line (or its type name), cut to ``limit`` characters.
 
-    Library errors (torch's unpickler, Pillow) span many lines; a UserError quotes only this one.
+    Library errors (torch's unpickler, torchvision's downloader, Pillow) span several lines; a
+    UserError quoting one must stay one line.
     """
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return (text or type(exc).__name__)[:limit]

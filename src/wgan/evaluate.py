@@ -23,6 +23,7 @@ from wgan.config import EvaluateConfig
 from wgan.data import IMAGE_SHAPE
 from wgan.errors import UserError
 from wgan.models import Generator
+from wgan.paths import rerun
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def evaluate(
     if tuple(generator.img_shape) != IMAGE_SHAPE:
         raise UserError(
             f"the generator makes {list(generator.img_shape)} images but the classifier needs {list(IMAGE_SHAPE)}; "
-            f"retrain it with `dvc repro train`"
+            f"{rerun('train')}"
         )
     n_train = int(real.train.features.shape[0])
     check_sizes(cfg, n_train, int(real.test.features.shape[0]))

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import glob
+import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wgan.errors import UserError, first_line
+from wgan.errors import UserError, one_line
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -31,9 +35,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX, dir=target.parent)
     except OSError as exc:
-        raise UserError(
-            f"cannot write {target}: {exc.strerror or exc}; make its folder writable or free some space"
-        ) from exc
+        raise _cannot_write(target, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
@@ -42,9 +44,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"cannot write {target}: {exc.strerror or exc}; make its folder writable or free some space"
-        ) from exc
+        raise _cannot_write(target, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -71,9 +71,69 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _cannot_write(target: Path, exc: OSError) -> UserError:
+    return UserError(f"cannot write {target}: {exc.strerror or exc}; make its folder writable or free some space")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def replaced_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``path``; swap it in for ``path`` only if the block succeeds.
+
+    Old content (stale grids of a longer run) disappears with the old folder. The swap is one atomic
+    exchange where the system has it (Linux), so a kill at any moment leaves the complete old or the
+    complete new folder; elsewhere it is two renames, and a kill between them leaves the old folder
+    beside ``path`` (as ``.<name>.*.tmp.old``).
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX, dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give it a normal folder's permissions
+    except OSError as exc:
+        raise _cannot_write(target, exc) from exc
+    try:
+        yield tmp
+        if not (target.exists() or target.is_symlink()):
+            os.replace(tmp, target)
+        elif not _exchange(tmp, target):
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                os.replace(old, target)
+                raise
+            os.replace(old, tmp)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _cannot_write(target, exc) from exc
+        raise
+    # tmp now holds the old content (or nothing, when there was none)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -82,6 +142,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (the metrics and plot files of the stages)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -107,4 +172,4 @@ def torch_load_safe(path: str | os.PathLike[str], what: str, hint: str) -> Any:
     try:
         return torch.load(target, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
-        raise UserError(f"{what} file {target} cannot be loaded ({first_line(exc)}); {hint}") from exc
+        raise UserError(f"{what} file {target} cannot be loaded ({one_line(exc)}); {hint}") from exc

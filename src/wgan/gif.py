@@ -17,10 +17,11 @@ from pathlib import Path
 from PIL import Image
 
 from wgan.config import GifConfig
-from wgan.errors import UserError, first_line
+from wgan.errors import UserError, one_line
 from wgan.fileio import atomic_path
+from wgan.paths import rerun
 
-RENDER_HINT = "rerun `dvc repro render`"
+RENDER_HINT = rerun("render")
 GRID_PREFIX = "grid_"
 FINAL_NAME = "final.png"  # the last grid again, for the README; not a frame
 INDEX_DIGITS = 6  # minimum widths of the two numbers in a grid's name
@@ -72,7 +73,7 @@ def read_grid(path: Path) -> Image.Image:
             image.load()
             return image.convert("L")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"grid {path} cannot be read ({first_line(exc)}); {RENDER_HINT}") from exc
+        raise UserError(f"grid {path} cannot be read ({one_line(exc)}); {RENDER_HINT}") from exc
 
 
 def build_gif(grid_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], cfg: GifConfig) -> GifSummary:

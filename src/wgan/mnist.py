@@ -19,7 +19,6 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import socket
 import struct
 import subprocess
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wgan.errors import UserError
+from wgan.errors import UserError, one_line
+from wgan.fileio import replaced_dir
 
 SPLIT_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -182,7 +182,7 @@ def fetch_torchvision(timeout_s: float = 60.0) -> MnistArrays:
             try:
                 MNIST(root=tmp, train=True, download=True)
             except Exception as exc:  # urllib, HTTP and MD5 errors all land here
-                raise SourceError(_one_line(exc)) from exc
+                raise SourceError(one_line(exc, limit=300)) from exc
             return read_idx_folder(Path(tmp) / "MNIST" / "raw")
     finally:
         socket.setdefaulttimeout(previous)
@@ -323,27 +323,9 @@ def fetch_mnist(
 
 def install_raw(arrays: MnistArrays, raw_root: Path) -> Path:
     """Write the IDX files under ``raw_root/MNIST/raw`` (torchvision's layout), replacing the folder atomically."""
-    raw_root = Path(raw_root)
-    raw_root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{raw_root.name}.", dir=raw_root.parent))
-    try:
+    with replaced_dir(raw_root) as staging:
         write_idx_folder(arrays, staging / "MNIST" / "raw")
-        if raw_root.exists():
-            shutil.rmtree(raw_root)
-        os.replace(staging, raw_root)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"cannot write {raw_root}: {exc.strerror or exc}; make it writable or free some space") from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return raw_root / "MNIST" / "raw"
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message folded onto one line (torchvision's spans several)."""
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    return text[:300] if text else type(exc).__name__
+    return Path(raw_root) / "MNIST" / "raw"
 
 
 def _last_line(text: str) -> str:

@@ -1,7 +1,8 @@
-"""The tutorial's MLP generator and critic, with their shapes as constructor arguments.
+"""The tutorial's MLP generator and critic, with their shapes as constructor arguments; one model file format.
 
-Saved model files hold the constructor arguments beside the state dict, so a model can be
-rebuilt from its file alone and loaded with ``torch.load(..., weights_only=True)``.
+A saved model file holds ``{"kind", "kwargs", "state_dict"}``: the constructor arguments beside the weights,
+so a model is rebuilt from its file alone and loaded with ``torch.load(..., weights_only=True)``. The same
+``save_model``/``load_model`` serve the generator, the critic and the classifier (``wgan.classifier``).
 """
 
 from __future__ import annotations
@@ -14,17 +15,24 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from wgan.errors import UserError, first_line
+from wgan.config import TrainConfig
+from wgan.data import IMAGE_SHAPE
+from wgan.errors import UserError, one_line
 from wgan.fileio import torch_load_safe, torch_save_atomic
-
-IMG_SHAPE = (1, 28, 28)
+from wgan.paths import rerun
 
 
 class Generator(nn.Module):
     """latent -> hidden MLP (BatchNorm on all but the first block, LeakyReLU 0.2) -> tanh image."""
 
+    KIND = "generator"  # saved model files name their kind
+    STAGE = "train"  # the stage that writes them
+
     def __init__(
-        self, latent_dim: int = 100, hidden: Sequence[int] = (128, 256, 512, 1024), img_shape: Sequence[int] = IMG_SHAPE
+        self,
+        latent_dim: int = 100,
+        hidden: Sequence[int] = (128, 256, 512, 1024),
+        img_shape: Sequence[int] = IMAGE_SHAPE,
     ) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
@@ -51,7 +59,10 @@ class Generator(nn.Module):
 class Critic(nn.Module):
     """image -> hidden MLP (LeakyReLU 0.2) -> one unbounded score; no sigmoid, no BatchNorm."""
 
-    def __init__(self, img_shape: Sequence[int] = IMG_SHAPE, hidden: Sequence[int] = (512, 256)) -> None:
+    KIND = "critic"
+    STAGE = "train"
+
+    def __init__(self, img_shape: Sequence[int] = IMAGE_SHAPE, hidden: Sequence[int] = (512, 256)) -> None:
         super().__init__()
         self.img_shape = tuple(int(s) for s in img_shape)
         self.hidden = tuple(int(h) for h in hidden)
@@ -70,22 +81,26 @@ class Critic(nn.Module):
         return {"img_shape": list(self.img_shape), "hidden": list(self.hidden)}
 
 
+def build_models(cfg: TrainConfig, device: torch.device) -> tuple[Generator, Critic]:
+    """Both models, initialized from ``train.seed`` on the CPU (same weights on every device), then moved."""
+    torch.manual_seed(cfg.seed)
+    generator = Generator(cfg.latent_dim, cfg.g_hidden, IMAGE_SHAPE)
+    critic = Critic(IMAGE_SHAPE, cfg.d_hidden)
+    return generator.to(device), critic.to(device)
+
+
 M = TypeVar("M", bound=nn.Module)
 
-_KINDS: dict[str, type[nn.Module]] = {"generator": Generator, "critic": Critic}
 
-
-def save_module(model: nn.Module, kind: str, path: str | os.PathLike[str]) -> None:
-    """Write ``{"kind", "kwargs", "state_dict"}`` atomically; tensors only, so weights_only loading works.
-
-    ``model`` must have ``init_kwargs()``: the constructor arguments that rebuild it.
-    """
+def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` (a class with ``KIND``, ``STAGE`` and ``init_kwargs()``) atomically, tensors only."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch_save_atomic({"kind": kind, "kwargs": model.init_kwargs(), "state_dict": state}, path)
+    torch_save_atomic({"kind": model.KIND, "kwargs": model.init_kwargs(), "state_dict": state}, path)
 
 
-def load_module(path: str | os.PathLike[str], kind: str, cls: type[M], hint: str) -> M:
-    """Rebuild a module saved by ``save_module`` (in eval mode), with one clear error for any bad file."""
+def load_model(path: str | os.PathLike[str], cls: type[M]) -> M:
+    """Rebuild a model of class ``cls`` saved by ``save_model``, in eval mode; any bad file is a ``UserError``."""
+    kind, hint = cls.KIND, rerun(cls.STAGE)  # type: ignore[attr-defined]
     raw = torch_load_safe(path, kind, hint)
     if not isinstance(raw, dict) or raw.get("kind") != kind or not isinstance(raw.get("kwargs"), dict):
         raise UserError(f"{path} is not a saved {kind}; {hint}")
@@ -93,22 +108,5 @@ def load_module(path: str | os.PathLike[str], kind: str, cls: type[M], hint: str
         model = cls(**raw["kwargs"])
         model.load_state_dict(raw["state_dict"])
     except (TypeError, RuntimeError, ValueError) as exc:
-        raise UserError(f"{path} does not hold a valid {kind} ({first_line(exc)}); {hint}") from exc
+        raise UserError(f"{path} does not hold a valid {kind} ({one_line(exc)}); {hint}") from exc
     return model.eval()
-
-
-def save_model(model: Generator | Critic, path: str | os.PathLike[str]) -> None:
-    """Save a generator or critic with the constructor arguments that rebuild it."""
-    save_module(model, "generator" if isinstance(model, Generator) else "critic", path)
-
-
-def load_model(path: str | os.PathLike[str], kind: str, hint: str = "rerun `dvc repro train`") -> nn.Module:
-    """Rebuild a saved generator or critic (in eval mode) from its file, with clear errors."""
-    return load_module(path, kind, _KINDS[kind], hint)
-
-
-def load_generator(path: str | os.PathLike[str], hint: str = "rerun `dvc repro train`") -> Generator:
-    """The trained generator, in eval mode (BatchNorm uses its running statistics)."""
-    model = load_model(path, "generator", hint)
-    assert isinstance(model, Generator)
-    return model

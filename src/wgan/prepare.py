@@ -9,6 +9,7 @@ import torch
 from wgan.data import save_prepared
 from wgan.errors import UserError
 from wgan.mnist import SourceError, read_idx_folder, verify
+from wgan.paths import rerun
 
 
 def prepare_splits(raw_dir: Path, out_dir: Path, mean: float, std: float, check_digests: bool = True) -> dict[str, int]:
@@ -18,7 +19,7 @@ def prepare_splits(raw_dir: Path, out_dir: Path, mean: float, std: float, check_
         if check_digests:
             verify(arrays)
     except SourceError as exc:
-        raise UserError(f"{exc}; rerun `dvc repro -f download`") from exc
+        raise UserError(f"{exc}; {rerun('download')}") from exc
     counts = {}
     for split in ("train", "test"):
         images = torch.from_numpy(getattr(arrays, f"{split}_images").copy()).unsqueeze(1)

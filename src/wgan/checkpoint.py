@@ -1,0 +1,140 @@
+"""The resumable checkpoint: its format, the run fingerprint that decides whether it may be resumed, RNG states.
+
+A checkpoint holds the exact position of a run (mid-epoch included: the shuffle state at the start of the
+current epoch, whose permutation is redrawn on resume, and the iteration count), every RNG state, the
+optimizers, the metric accumulators, the samples and the metric history, so a resumed run ends with the
+weights of an uninterrupted one. It is resumed only when the train params, the data files, the training
+code and the device type all match and the run it holds is unfinished; otherwise it is ignored (with a
+message) and overwritten. Nothing non-finite is ever written, so the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wgan.config import TrainConfig, to_dict
+from wgan.errors import UserError
+from wgan.fileio import torch_load_safe, torch_save_atomic
+from wgan.paths import TrainPaths
+
+CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
+# The modules whose bytes decide a run's numbers: the train stage's code deps in dvc.yaml are these and
+# stages/train.py. Logging, progress and messages (monitor.py) and this bookkeeping are left out, so
+# rewording them neither reruns the train stage nor throws a saved checkpoint away.
+TRAINING_CODE = ("batches.py", "cuda_graphs.py", "data.py", "losses.py", "models.py", "optim.py", "step.py", "train.py")
+
+
+def training_code() -> list[Path]:
+    return [Path(__file__).with_name(name) for name in TRAINING_CODE]
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: params, data bytes, training code, device type."""
+    code = hashlib.sha256()
+    for path in training_code():
+        code.update(path.read_bytes())
+    return {
+        "config": to_dict(cfg),
+        "data": {"train": _sha256(paths.train_data), "test": _sha256(paths.test_data)},
+        "code": code.hexdigest(),
+        "device_type": device.type,
+    }
+
+
+def _mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Why a checkpoint's fingerprint differs from this run's, in words ('' when it matches)."""
+    if saved.get("config") != current["config"]:
+        old = saved.get("config") or {}
+        keys = sorted(k for k in current["config"] if old.get(k) != current["config"][k])
+        return "other train params (" + ", ".join(f"{k}: {old.get(k)} -> {current['config'][k]}" for k in keys) + ")"
+    if saved.get("data") != current["data"]:
+        return "other prepared data"
+    if saved.get("code") != current["code"]:
+        return "other training code"
+    if saved.get("device_type") != current["device_type"]:
+        return f"another device type ({saved.get('device_type')}, now {current['device_type']})"
+    return ""
+
+
+def load_checkpoint(path: Path, fingerprint: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None (with a printed reason when one exists but cannot be used)."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch_load_safe(path, "checkpoint", "it will be overwritten")
+    except UserError as exc:
+        log(f"ignoring {exc}; training from scratch")
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        log(f"ignoring checkpoint {path}: not a {CHECKPOINT_FORMAT} file; training from scratch")
+        return None
+    reason = _mismatch(ckpt.get("fingerprint") or {}, fingerprint)
+    if reason:
+        log(f"ignoring checkpoint {path}: it was made with {reason}; training from scratch")
+        return None
+    if ckpt.get("finished"):
+        log(f"checkpoint {path} holds a finished run; training again from scratch")
+        return None
+    return ckpt
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` atomically, or raise ``ValueError`` naming the first non-finite tensor (nothing written)."""
+    bad = first_nonfinite(state)  # covers the loss sums since the last metric read and every weight
+    if bad is not None:
+        raise ValueError(bad)
+    torch_save_atomic({"format": CHECKPOINT_FORMAT, **state}, path)
+
+
+def first_nonfinite(tree: Any, where: str = "") -> str | None:
+    """The key path of the first floating-point tensor in ``tree`` holding a NaN or an infinity, else None."""
+    if isinstance(tree, torch.Tensor):
+        return where if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = first_nonfinite(value, f"{where}/{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def rng_states(device: torch.device, shuffle_state: torch.Tensor, noise: torch.Generator) -> dict[str, Any]:
+    """Every random stream of a run: torch's global one, the device's, the epoch shuffle and the step noise."""
+    device_state = None
+    if device.type == "cuda":
+        device_state = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        device_state = torch.mps.get_rng_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "device": device_state,
+        "shuffle": shuffle_state,
+        "noise": noise.get_state(),
+    }
+
+
+def set_rng_states(
+    states: dict[str, Any], device: torch.device, shuffle: torch.Generator, noise: torch.Generator
+) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["device"] is not None:
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(states["device"], device)
+        elif device.type == "mps":
+            torch.mps.set_rng_state(states["device"])
+    shuffle.set_state(states["shuffle"])
+    noise.set_state(states["noise"])

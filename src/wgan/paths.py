@@ -1,0 +1,59 @@
+"""Every stage's data inputs and outputs, relative to the repository root (DVC runs each stage there).
+
+One home for each path: the stage scripts and the library read them from here, and
+tests/test_paths.py checks that ``STAGES`` says exactly what ``dvc.yaml`` declares. Torch-free on
+purpose (the gif stage imports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RAW = Path("data/raw")
+PREPARED = Path("data/prepared")
+TRAIN_DATA = PREPARED / "train.pt"
+TEST_DATA = PREPARED / "test.pt"
+GENERATOR = Path("models/generator.pt")
+CRITIC = Path("models/critic.pt")
+SAMPLES = Path("models/samples.pt")
+CHECKPOINT = Path("models/checkpoint.pt")
+LIVE_DIR = Path("dvclive")
+LIVE_PLOTS = LIVE_DIR / "plots" / "metrics"
+LIVE_METRICS = LIVE_DIR / "metrics.json"
+GRIDS = Path("results/samples")
+GIF = Path("results/wgan.gif")
+CLASSIFIER = Path("models/classifier.pt")
+REAL_FEATURES = Path("models/real_features.pt")
+CLASSIFIER_METRICS = Path("results/classifier/metrics.json")
+EVAL_METRICS = Path("results/eval/metrics.json")
+CLASS_HIST = Path("results/eval/class_hist.json")
+
+# stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
+STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
+    "download": ((), (RAW,)),
+    "prepare": ((RAW,), (PREPARED,)),
+    "train": ((TRAIN_DATA, TEST_DATA), (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, LIVE_PLOTS, LIVE_METRICS)),
+    "render": ((SAMPLES,), (GRIDS,)),
+    "gif": ((GRIDS,), (GIF,)),
+    "classifier": ((TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
+    "evaluate": ((GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST)),
+}
+
+
+def rerun(stage: str) -> str:
+    """The fix-it hint for a missing, stale or damaged output of ``stage``."""
+    return f"rerun `dvc repro {stage}`"
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """The train stage's files; tests root them in a temporary folder."""
+
+    train_data: Path = TRAIN_DATA
+    test_data: Path = TEST_DATA
+    generator: Path = GENERATOR
+    critic: Path = CRITIC
+    samples: Path = SAMPLES
+    checkpoint: Path = CHECKPOINT
+    live_dir: Path = LIVE_DIR

@@ -1,0 +1,172 @@
+"""One WGAN training iteration: (1) update the critic on a batch, (2) every ``n_critic``-th iteration update G.
+
+The algorithm, with the math in ``wgan.losses``:
+
+    (1) critic:    minimize  mean D(G(z)) - mean D(x)  [+ gp_lambda * (||grad D(x_hat)|| - 1)^2   (wgan-gp)]
+                   then clip every critic weight to [-clip_value, clip_value]                          (wgan)
+    (2) generator: minimize  -mean D(G(z)), gradients through the frozen critic into G
+
+An iteration is one critic step; the generator steps on every iteration ``i`` (0-based, counted over the
+whole run, not per epoch as in the tutorial) with ``i % n_critic == 0``, so the cadence does not jump at
+epoch boundaries. Fresh noise is drawn for every step from the seeded ``noise`` stream.
+
+Metrics are summed on the device and read (one host sync) only by ``take_metrics``. Speed choices: fakes for
+the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
+frozen during the generator step; clipping is two ``_foreach`` calls; on the CPU the optimizers run fused
+kernels (``wgan.optim``). On CUDA, ``make_step`` records the iteration as CUDA graphs (``wgan.cuda_graphs``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from wgan import losses, optim
+from wgan.config import TrainConfig
+from wgan.models import Critic, Generator
+from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
+
+
+class WGANStep:
+    """The eager training step; ``benchmarks/bench_train.py`` times this class, so it is the real code."""
+
+    def __init__(self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator) -> None:
+        self.cfg = cfg
+        self.generator = generator
+        self.critic = critic
+        self.noise = noise
+        self.device = next(generator.parameters()).device
+        self.critic_params = list(critic.parameters())
+        self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
+        self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
+        self.gp = cfg.loss == "wgan-gp"
+        cuda = self.device.type == "cuda"
+        if cuda:  # TF32 tensor cores for float32 matmuls (10-bit mantissa inputs, float32 sums); CUDA only
+            torch.backends.cuda.matmul.allow_tf32 = True  # the legacy switch: the new one breaks legacy readers
+        self.autocast: Callable[[], Any] = functools.partial(
+            # no weight-cast cache on CUDA: a cache inside a graph capture would hold freed capture memory
+            torch.autocast,
+            self.device.type,
+            dtype=torch.bfloat16,
+            enabled=cfg.precision == "bf16",
+            cache_enabled=not cuda,
+        )
+        # sums of [critic loss, train Wasserstein estimate, gradient penalty] and of the generator loss
+        self.critic_sums = torch.zeros(3, device=self.device)
+        self.generator_sum = torch.zeros((), device=self.device)
+        self.critic_count = 0
+        self.generator_count = 0
+        self.zero = torch.zeros((), device=self.device)
+
+    def __call__(self, real: torch.Tensor, iteration: int) -> None:
+        """Train on one batch of real images; ``iteration`` is the 0-based global iteration number."""
+        self.critic_step(real)
+        if iteration % self.cfg.n_critic == 0:
+            self.generator_step(real.shape[0])
+
+    def critic_step(self, real: torch.Tensor) -> None:
+        self._critic_update(real)
+        self.critic_count += 1
+
+    def generator_step(self, n: int) -> None:
+        self._generator_update(n)
+        self.generator_count += 1
+
+    def _latent(self, n: int) -> torch.Tensor:
+        """Noise from ``self.noise`` on its own device (a no-op move in training, where it is the model's)."""
+        return torch.randn(n, self.cfg.latent_dim, device=self.noise.device, generator=self.noise).to(self.device)
+
+    # ------------------------------------------------------------------ (1) update the critic
+    def _critic_update(self, real: torch.Tensor) -> None:
+        n = real.shape[0]
+        with torch.no_grad(), self.autocast():
+            fake = self.generator(self._latent(n)).to(real.dtype)
+        with self.autocast():
+            scores = self.critic(torch.cat([real, fake]))  # one forward for both halves: the critic has no BatchNorm
+        d_real, d_fake = scores[:n], scores[n:]
+        loss = losses.critic_loss(d_real, d_fake)
+        if self.gp:
+            x_hat = losses.interpolate(real, fake, self.noise)
+            penalty = losses.gradient_penalty(
+                self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16"
+            )
+            total = loss + penalty
+        else:
+            penalty, total = self.zero, loss
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        if not self.gp:
+            losses.clip_weights_(self.critic_params, self.cfg.clip_value)
+        self.critic_sums += torch.stack([total.detach(), -loss.detach(), penalty.detach()])
+
+    # ------------------------------------------------------------------ (2) update the generator
+    def _generator_update(self, n: int) -> None:
+        """Gradients flow through the (frozen) critic into the generator; the critic's weights stay put."""
+        for p in self.critic_params:
+            p.requires_grad_(False)
+        try:
+            with self.autocast():
+                loss = losses.generator_loss(self.critic(self.generator(self._latent(n))))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+        finally:
+            for p in self.critic_params:
+                p.requires_grad_(True)
+        self.generator_sum += loss.detach()
+
+    def take_metrics(self) -> dict[str, float]:
+        """Averages since the last call (one host sync), then reset; empty groups are left out."""
+        out: dict[str, float] = {}
+        if self.critic_count:
+            critic, wasserstein, penalty = (self.critic_sums / self.critic_count).tolist()
+            out[M_CRITIC], out[M_WASSERSTEIN] = critic, wasserstein
+            if self.gp:
+                out[M_GP] = penalty
+        if self.generator_count:
+            out[M_GENERATOR] = self.generator_sum.item() / self.generator_count
+        self.critic_sums.zero_()
+        self.generator_sum.zero_()
+        self.critic_count = self.generator_count = 0
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "critic_sums": self.critic_sums.cpu(),
+            "generator_sum": self.generator_sum.cpu(),
+            "critic_count": self.critic_count,
+            "generator_count": self.generator_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.critic_sums.copy_(state["critic_sums"])
+        self.generator_sum.copy_(state["generator_sum"])
+        self.critic_count = int(state["critic_count"])
+        self.generator_count = int(state["generator_count"])
+
+
+def make_step(
+    cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator, graphs: bool | None = None
+) -> WGANStep:
+    """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
+
+    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph) and no double
+    backward (loss ``wgan``); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
+    """
+    device = next(generator.parameters()).device
+    can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan"
+    if graphs and not can_graph:
+        raise ValueError("CUDA graphs need a CUDA device, a CUDA noise generator and loss 'wgan'")
+    if not (can_graph if graphs is None else graphs):
+        return WGANStep(cfg, generator, critic, noise)
+    from wgan.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
+
+    return GraphedStep(cfg, generator, critic, noise)
