@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import BIN, REPO, stage_env, wgan_command
-from PIL import Image
+from test_gif import read_gif
+from test_render import read_png
 
 from wgan.command import main
 from wgan.generate import generate, pixel_norm, sample_pixels, walk_pixels
@@ -47,22 +48,6 @@ def wgan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def run(*args: str) -> None:
     """`wgan ARGS` in-process (the same parser and error wrapper as the console script)."""
     main(list(args))
-
-
-def read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        assert image.mode == "L"
-        return np.asarray(image)
-
-
-def read_gif(path: Path) -> tuple[list[np.ndarray], list[int], int | None]:
-    with Image.open(path) as gif:
-        frames, durations = [], []
-        for i in range(gif.n_frames):
-            gif.seek(i)
-            frames.append(np.asarray(gif.convert("L")))
-            durations.append(gif.info["duration"])
-        return frames, durations, gif.info.get("loop")
 
 
 def test_the_console_script_is_declared_and_installed() -> None:
