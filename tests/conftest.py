@@ -70,6 +70,13 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run_cmd(repo, str(BIN / "dvc"), *args, check=check)
 
 
+def wgan_command() -> list[str]:
+    """The `wgan` command as a user runs it: the console script pip installs beside this Python from
+    `[project.scripts]`, or `python -m wgan.command` in an environment installed before the script existed."""
+    script = BIN / "wgan"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "wgan.command"]
+
+
 def ran_stages(output: str) -> set[str]:
     """Stages DVC actually executed (not skipped, not restored from the run cache)."""
     return set(re.findall(r"Running stage '([^']+)'", output))

@@ -17,10 +17,11 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"download", "prepare", "train", "render", "gif", "classifier", "evaluate"}
+ALL_STAGES = {"download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "evaluate"}
 QUICK = {
     "train": {"max_iterations": 120, "sample_interval": 40, "log_every": 20},
     "gif": {"stride": 1},
+    "latent_walk": {"n": 4, "steps": 8},
     "classifier": {"epochs": 1},
     "evaluate": {"n_samples": 1000, "kid_subsets": 5, "kid_subset_size": 500},
 }
@@ -56,6 +57,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
         "models/classifier.pt",
         "results/samples/final.png",
         "results/wgan.gif",
+        "results/latent_walk.gif",
         "results/eval/metrics.json",
         "results/eval/class_hist.json",
         "results/classifier/metrics.json",
@@ -70,6 +72,8 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
         assert gif.n_frames == 4
         assert gif.info["duration"] == 100
         assert gif.info["loop"] == 0
+    with Image.open(repo / "results/latent_walk.gif") as walk:
+        assert walk.n_frames == 8
     # 5 x 5 grid of 28 px images, 2 px padding, upscaled 2x, 14 px caption strip per scale unit
     with Image.open(grids[0]) as grid:
         assert grid.size == (2 * (5 * 30 + 2), 2 * (5 * 30 + 2 + 14))
@@ -92,7 +96,7 @@ def test_metrics_show_lists_training_and_quality_numbers(repo):
 
 def test_exp_run_lr_reruns_train_and_downstream_only(repo):
     out = dvc(repo, "exp", "run", "-S", "train.lr=1e-4").stdout
-    assert ran_stages(out) == {"train", "render", "gif", "evaluate"}
+    assert ran_stages(out) == {"train", "render", "gif", "latent_walk", "evaluate"}
     diff = dvc(repo, "params", "diff").stdout
     assert "train.lr" in diff and "5e-05" in diff and "0.0001" in diff
     exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
@@ -134,5 +138,12 @@ def test_evaluate_param_reruns_only_evaluate(repo):
 def test_plots_show_renders_curves_and_images(repo, tmp_path):
     dvc(repo, "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
-    for fragment in ("Critic and generator loss", "Wasserstein estimate", "final.png", "wgan.gif", "digit"):
+    for fragment in (
+        "Critic and generator loss",
+        "Wasserstein estimate",
+        "final.png",
+        "wgan.gif",
+        "latent_walk.gif",
+        "digit",
+    ):
         assert fragment in html, fragment

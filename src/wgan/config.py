@@ -108,6 +108,28 @@ class GifConfig:
 
 
 @dataclass(frozen=True)
+class LatentWalkConfig:
+    """The latent-walk GIF of the trained generator (``results/latent_walk.gif``), see ``wgan.latent``."""
+
+    n: int = _f(16, ge=1)
+    steps: int = _f(64, ge=2)
+    points: int = _f(4, ge=2)
+    nrow: int = _f(8, ge=1)
+    padding: int = _f(2, ge=0, le=64)
+    scale: int = _f(2, ge=1, le=16)
+    duration_ms: int = _f(80, ge=1)
+    loop: int = _f(0, ge=0)
+    seed: int = _f(0, ge=0)
+
+    def __post_init__(self) -> None:
+        if self.points > self.steps:
+            raise UserError(
+                f"latent_walk.points = {self.points} is more than latent_walk.steps = {self.steps}: every point "
+                f"needs a frame; lower points or raise steps"
+            )
+
+
+@dataclass(frozen=True)
 class ClassifierConfig:
     """The LeNet-style digit classifier whose features score the samples."""
 
@@ -135,6 +157,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "render": RenderConfig,
     "gif": GifConfig,
+    "latent_walk": LatentWalkConfig,
     "classifier": ClassifierConfig,
     "evaluate": EvaluateConfig,
 }

@@ -88,16 +88,19 @@ def build_gif(grid_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
                 f"grid {path} is {frame.size[0]}x{frame.size[1]} but {paths[0]} is {size[0]}x{size[1]}; "
                 f"grids from different runs are mixed, {RENDER_HINT}"
             )
+    written = write_gif(frames, frame_durations(len(frames), cfg.duration_ms, cfg.final_hold_ms), cfg.loop, out_path)
+    return GifSummary(frames=written, grids=len(frames), size_bytes=Path(out_path).stat().st_size)
+
+
+def write_gif(frames: list[Image.Image], durations: list[int], loop: int, out_path: str | os.PathLike[str]) -> int:
+    """Write grayscale ``frames`` as an animated GIF atomically (old file kept on error); return its frame count.
+
+    ``durations`` are per frame in ms, ``loop`` is the GIF loop count (0 = forever). Pillow merges identical
+    consecutive frames (adding up their durations), so the count can be lower than ``len(frames)``.
+    """
     with atomic_path(out_path) as tmp:
         frames[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=frames[1:],
-            duration=frame_durations(len(frames), cfg.duration_ms, cfg.final_hold_ms),
-            loop=cfg.loop,
-            optimize=True,
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=loop, optimize=True
         )
     with Image.open(out_path) as written:
-        written_frames = int(getattr(written, "n_frames", 1))
-    return GifSummary(frames=written_frames, grids=len(frames), size_bytes=Path(out_path).stat().st_size)
+        return int(getattr(written, "n_frames", 1))

@@ -98,9 +98,12 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
     torch_save_atomic({"kind": model.KIND, "kwargs": model.init_kwargs(), "state_dict": state}, path)
 
 
-def load_model(path: str | os.PathLike[str], cls: type[M]) -> M:
-    """Rebuild a model of class ``cls`` saved by ``save_model``, in eval mode; any bad file is a ``UserError``."""
-    kind, hint = cls.KIND, rerun(cls.STAGE)  # type: ignore[attr-defined]
+def load_model(path: str | os.PathLike[str], cls: type[M], hint: str | None = None) -> M:
+    """Rebuild a model of class ``cls`` saved by ``save_model``, in eval mode; any bad file is a ``UserError``.
+
+    ``hint`` (how to get a good file) defaults to rerunning the stage that writes such models.
+    """
+    kind, hint = cls.KIND, hint or rerun(cls.STAGE)  # type: ignore[attr-defined]
     raw = torch_load_safe(path, kind, hint)
     if not isinstance(raw, dict) or raw.get("kind") != kind or not isinstance(raw.get("kwargs"), dict):
         raise UserError(f"{path} is not a saved {kind}; {hint}")

@@ -23,6 +23,7 @@ LIVE_PLOTS = LIVE_DIR / "plots" / "metrics"
 LIVE_METRICS = LIVE_DIR / "metrics.json"
 GRIDS = Path("results/samples")
 GIF = Path("results/wgan.gif")
+LATENT_WALK = Path("results/latent_walk.gif")
 CLASSIFIER = Path("models/classifier.pt")
 REAL_FEATURES = Path("models/real_features.pt")
 CLASSIFIER_METRICS = Path("results/classifier/metrics.json")
@@ -36,6 +37,7 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "train": ((TRAIN_DATA, TEST_DATA), (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, LIVE_PLOTS, LIVE_METRICS)),
     "render": ((SAMPLES,), (GRIDS,)),
     "gif": ((GRIDS,), (GIF,)),
+    "latent_walk": ((GENERATOR,), (LATENT_WALK,)),
     "classifier": ((TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
     "evaluate": ((GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST)),
 }

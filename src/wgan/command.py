@@ -1,0 +1,158 @@
+"""The ``wgan`` command: use the trained generator, and compare seed-replicated experiments.
+
+    wgan sample --n 64 --seed 0 --out digits.png      a grid (or --out some/dir/: one PNG per image)
+    wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
+    wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
+
+Only argument parsing lives here; the work is in ``wgan.generate``, ``wgan.latent`` and ``wgan.compare``
+(imported per subcommand, so ``wgan compare`` does not load torch). Errors are one line and exit code 2,
+through the same wrapper as the stages (``wgan.cli.run_stage``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wgan.cli import run_stage
+from wgan.errors import UserError
+
+if TYPE_CHECKING:
+    from wgan.models import Generator
+
+MODEL = "models/generator.pt"
+MODEL_HINT = "pass --model PATH, or train one with `dvc repro train`"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a ``UserError``: one line and exit code 2 like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message}; see `{self.prog} --help`")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
+    parser.add_argument("--model", default=MODEL, help="the trained generator (default: %(default)s)")
+    parser.add_argument("--n", type=_int_at_least(1), default=n, help="how many images (default: %(default)s)")
+    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="latent draw (default: %(default)s)")
+    parser.add_argument("--out", default=out, help="output file (default: %(default)s)")
+    parser.add_argument("--nrow", type=_int_at_least(1), default=8, help="images per grid row (default: %(default)s)")
+    parser.add_argument("--padding", type=_int_at_least(0), default=2, help="pixels between images (default: 2)")
+    parser.add_argument("--scale", type=_int_at_least(1), default=2, help="integer upscale factor (default: 2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wgan", description="Use the trained WGAN generator and compare experiments.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,interpolate,compare}")
+
+    sample = sub.add_parser("sample", help="draw digits as a grid PNG or one PNG each", description=_doc(cmd_sample))
+    _generator_args(sample, 64, "digits.png")
+    sample.set_defaults(func=cmd_sample)
+
+    walk = sub.add_parser("interpolate", help="latent walks that loop, as a GIF", description=_doc(cmd_interpolate))
+    _generator_args(walk, 8, "walk.gif")
+    walk.add_argument("--steps", type=_int_at_least(2), default=32, help="frames per loop (default: %(default)s)")
+    walk.add_argument("--points", type=_int_at_least(2), default=4, help="random points per walk (default: 4)")
+    walk.add_argument("--duration-ms", type=_int_at_least(1), default=80, help="per frame (default: %(default)s)")
+    walk.add_argument("--loop", type=_int_at_least(0), default=0, help="GIF loop count, 0 = forever (default: 0)")
+    walk.set_defaults(func=cmd_interpolate)
+
+    comp = sub.add_parser("compare", help="seed-replicated experiments: mean ± CI", description=_doc(cmd_compare))
+    comp.add_argument(
+        "--metric", action="append", help="a metric to compare, repeatable (default: fid precision recall)"
+    )
+    comp.add_argument("--md", action="store_true", help="print a Markdown table")
+    comp.add_argument("--repo", default=".", help="the DVC project (default: the current folder)")
+    comp.add_argument("--seed-param", default="train.seed", help="the param that tells replicates apart")
+    comp.set_defaults(func=cmd_compare)
+    return parser
+
+
+def _doc(func: object) -> str:
+    return (getattr(func, "__doc__", None) or "").strip()
+
+
+def _output(out: str, suffix: str) -> Path:
+    """``out`` if it names a ``suffix`` file; a one-line error otherwise."""
+    path = Path(out)
+    if path.suffix.lower() != suffix:
+        raise UserError(f"--out {out} must end in {suffix}; name a {suffix} file")
+    if path.is_dir():
+        raise UserError(f"--out {out} is a folder; name a {suffix} file")
+    return path
+
+
+def _load(model: str) -> Generator:
+    from wgan.models import Generator, load_model  # here, not at the top: `wgan compare` needs no torch
+
+    return load_model(model, Generator, MODEL_HINT)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    """Draw --n digits from the latents of --seed (eval mode, CPU: the same seed gives the same pixels) and write
+    them as one grid (--out x.png, --nrow per row) or, with --out some/dir/, one PNG per image."""
+    from wgan.generate import Layout, pixel_norm, sample_pixels, write_each, write_grid
+
+    folder = args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()
+    out = Path(args.out) if folder else _output(args.out, ".png")
+    pixels = sample_pixels(_load(args.model), args.n, args.seed, pixel_norm())
+    if folder:
+        paths = write_each(pixels, out, args.scale)
+        side = pixels.shape[-1] * args.scale
+        print(f"wrote {len(paths)} PNGs of {side}x{side} px to {out}/")
+    else:
+        width, height = write_grid(pixels, out, Layout(args.nrow, args.padding, args.scale))
+        print(f"wrote {out}: {args.n} digits, {width}x{height} px")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    """Walk --n rows in lockstep through --points random latents each (spherical interpolation) and back to the
+    start, --steps frames in all, and write them as a looping GIF (--out x.gif)."""
+    from wgan.generate import Layout, pixel_norm, walk_pixels, write_walk
+
+    out = _output(args.out, ".gif")
+    if args.points > args.steps:
+        raise UserError(f"--points {args.points} is more than --steps {args.steps}; every point needs a frame")
+    frames = walk_pixels(_load(args.model), args.n, args.steps, args.points, args.seed, pixel_norm())
+    written, size = write_walk(frames, out, Layout(args.nrow, args.padding, args.scale), args.duration_ms, args.loop)
+    print(f"wrote {out}: {written} frames of {args.n} walks, {size / 1e6:.2f} MB")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Group the DVC experiments of this commit that differ only in the seed, and print one row per group: the
+    params that differ, the seed count and each metric's mean ± 95% confidence interval, marking differences
+    within seed noise (Welch's t-test, p > 0.05)."""
+    from wgan.compare import HEADLINE_METRICS, compare_experiments, report
+
+    metrics = list(dict.fromkeys(args.metric or HEADLINE_METRICS))
+    print(report(compare_experiments(args.repo, metrics, args.seed_param), markdown=args.md))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script ``wgan`` (``[project.scripts]`` in pyproject.toml)."""
+
+    def run() -> None:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+
+    run_stage(run)
+
+
+if __name__ == "__main__":
+    main()

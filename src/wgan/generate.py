@@ -1,0 +1,101 @@
+"""Images from a trained generator: sample grids, one PNG per image, and latent-walk GIFs.
+
+Shared by the ``wgan`` command and the ``latent_walk`` stage. The generator runs in eval mode on the CPU, in
+batches whose size does not change the result, from latents drawn by ``wgan.latent.draw_latents``: the same
+seed gives the same pixels. Grids are ``wgan.render.make_grid``'s layout and GIFs are written by
+``wgan.gif.write_gif``, so they look like the render and gif stages' output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wgan.config import PARAMS_FILE, defaults, load_section
+from wgan.data import to_uint8
+from wgan.errors import UserError
+from wgan.fileio import atomic_path
+from wgan.gif import write_gif
+from wgan.latent import draw_latents, latent_walk
+from wgan.models import Generator
+from wgan.render import make_grid
+
+BATCH_SIZE = 500  # generator forward batch; eval mode makes the images independent of it
+INDEX_DIGITS = 4  # minimum width of the number in a per-image file name: sample_0000.png
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How images are tiled into a grid: ``nrow`` per row, ``padding`` black pixels apart, upscaled ``scale``x."""
+
+    nrow: int = 8
+    padding: int = 2
+    scale: int = 2
+
+
+def pixel_norm(params_path: str | os.PathLike[str] = PARAMS_FILE) -> tuple[float, float]:
+    """The ``prepare.mean``, ``prepare.std`` the generator was trained in: from ``params_path`` if it exists."""
+    cfg = load_section("prepare", params_path) if Path(params_path).is_file() else defaults("prepare")
+    return cfg.mean, cfg.std
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: torch.Tensor, norm: tuple[float, float]) -> np.ndarray:
+    """uint8 images [N, H, W] of latents ``z`` [N, latent_dim], with the generator in eval mode."""
+    channels = generator.img_shape[0]
+    if channels != 1:
+        raise UserError(f"the generator makes {channels}-channel images; wgan draws grayscale ones (1 channel)")
+    generator.eval()
+    images = torch.cat([generator(batch) for batch in z.split(BATCH_SIZE)])
+    return to_uint8(images, *norm)[:, 0].numpy()
+
+
+def sample_pixels(generator: Generator, n: int, seed: int, norm: tuple[float, float]) -> np.ndarray:
+    """``n`` images [n, H, W] of the latents drawn with ``seed``."""
+    return generate(generator, draw_latents((n,), generator.latent_dim, seed), norm)
+
+
+def walk_pixels(
+    generator: Generator, n: int, steps: int, points: int, seed: int, norm: tuple[float, float]
+) -> np.ndarray:
+    """``n`` closed walks in lockstep through ``points`` random latents each: uint8 frames [steps, n, H, W]."""
+    anchors = draw_latents((points, n), generator.latent_dim, seed)
+    z = latent_walk(anchors, steps)
+    images = generate(generator, z.reshape(steps * n, -1), norm)
+    return images.reshape(steps, n, *images.shape[1:])
+
+
+def save_png(pixels: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Write a uint8 [H, W] array as a grayscale PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def write_grid(images: np.ndarray, path: str | os.PathLike[str], layout: Layout) -> tuple[int, int]:
+    """Write ``images`` [N, H, W] as one grid PNG; return its (width, height)."""
+    grid = make_grid(images, layout.nrow, layout.padding, layout.scale)
+    save_png(grid, path)
+    return grid.shape[1], grid.shape[0]
+
+
+def write_each(images: np.ndarray, folder: str | os.PathLike[str], scale: int) -> list[Path]:
+    """Write one PNG per image, ``sample_<i>.png`` upscaled ``scale``x, into ``folder``; return the paths."""
+    digits = max(INDEX_DIGITS, len(str(len(images) - 1)))
+    paths = [Path(folder) / f"sample_{i:0{digits}d}.png" for i in range(len(images))]
+    for image, path in zip(images, paths, strict=True):
+        save_png(make_grid(image[None], 1, 0, scale), path)
+    return paths
+
+
+def write_walk(
+    frames: np.ndarray, path: str | os.PathLike[str], layout: Layout, duration_ms: int, loop: int
+) -> tuple[int, int]:
+    """Write frames [S, n, H, W] as an animated GIF of grids, ``duration_ms`` each; return (frames written, bytes)."""
+    grids = [Image.fromarray(make_grid(frame, layout.nrow, layout.padding, layout.scale)) for frame in frames]
+    written = write_gif(grids, [duration_ms] * len(grids), loop, path)
+    return written, Path(path).stat().st_size
