@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import io
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +35,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
+from wgan.cli import EXIT_USER_ERROR, StageInterrupted
 from wgan.errors import UserError, one_line
 
 ENV_TIMEOUT = "WGAN_DIST_TIMEOUT"
@@ -207,7 +209,9 @@ def process_group(device: torch.device) -> Iterator[World]:
     """Join the training processes (Gloo on CPUs, NCCL on GPUs) for the block, then leave; alone: nothing to join.
 
     A collective that fails (a rank died, or stopped answering for ``WGAN_DIST_TIMEOUT`` seconds) becomes a
-    one-line ``UserError`` naming this rank.
+    one-line ``UserError`` naming this rank. Ranks decide to stop together, on equal values, so they would all
+    print the same line: only each machine's first process (local rank 0) prints; the others exit quietly with
+    the same code.
     """
     world = world_from_env()
     if world.world_size == 1:
@@ -219,13 +223,22 @@ def process_group(device: torch.device) -> Iterator[World]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
     try:
-        yield world
-    except (dist.DistError, RuntimeError) as exc:
-        if not _lost_peer(exc):
+        try:
+            yield world
+        except (dist.DistError, RuntimeError) as exc:
+            if not _lost_peer(exc):
+                raise
+            raise UserError(
+                f"training process rank {world.rank} of {world.world_size} lost the others ({one_line(exc)[:200]}); "
+                "the run is stopped: run the stage again to resume from its last checkpoint"
+            ) from exc
+    except UserError:
+        if world.local_rank == 0:
             raise
-        raise UserError(
-            f"training process rank {world.rank} of {world.world_size} lost the others ({one_line(exc)[:200]}); "
-            "the run is stopped: run the stage again to resume from its last checkpoint"
-        ) from exc
+        sys.exit(EXIT_USER_ERROR)
+    except StageInterrupted as exc:
+        if world.local_rank == 0:
+            raise
+        sys.exit(128 + exc.signum)
     finally:
         dist.destroy_process_group()

@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
+from typing import Any
 
-from wgan.cli import StageInterrupted, signal_name
 from wgan.errors import UserError
 
 ENV_NPROC = "WGAN_NPROC"
@@ -46,7 +47,7 @@ def wanted() -> bool:
 def relaunch(script: str, args: list[str] | None = None) -> int:
     """Run ``script`` as ``WGAN_NPROC`` torchrun workers here; the exit code for this process.
 
-    A signal raises ``StageInterrupted`` once every worker has stopped (they print their own message).
+    A signal returns 128 + its number once every worker has stopped (rank 0 prints where it stopped).
     """
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -55,14 +56,16 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
     options = shlex.split(os.environ.get(ENV_TORCHRUN, "")) or ["--standalone"]
     argv = [f"--nproc-per-node={nproc()}", *options, script, *(args or [])]
     if os.environ.get("WGAN_DEBUG") != "1":  # the agent's own log repeats what the workers and this module say
-        logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("torch.distributed"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     # torchrun would set 1 thread per worker (with a warning); share this machine's cores among them instead
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc())))
     print(f"torchrun {shlex.join(argv)}", flush=True)
     try:
         run(parse_args(argv))
-    except SignalException as exc:
-        raise StageInterrupted(exc.sigval, f"stopped by {signal_name(exc.sigval)}") from None
+    except SignalException as exc:  # the workers stopped (rank 0 said where and how to resume)
+        return 128 + exc.sigval
     except ChildFailedError as exc:
         return _report(exc)
     except SystemExit as exc:  # torchrun's argument parser on a bad WGAN_TORCHRUN
@@ -71,9 +74,15 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
 
 
 def _report(exc: Exception) -> int:
-    """One line for the worker that failed first (one killed by a signal is the cause; the others lost it)."""
+    """One line for the worker that caused the failure; the agent stops the others with SIGTERM, so a worker
+    that ended otherwise is the cause, one killed by another signal first."""
     failures = exc.failures  # type: ignore[attr-defined]  # {global rank: ProcessFailure}
-    rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode >= 0, item[0]))
+
+    def blame(item: tuple[int, Any]) -> tuple[bool, bool, int]:
+        rank, failure = item
+        return failure.exitcode == -signal.SIGTERM, failure.exitcode >= 0, rank
+
+    rank, failure = min(failures.items(), key=blame)
     if failure.exitcode == 2:  # a user error: the worker printed its one line
         return 2
     how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with {failure.exitcode}"
