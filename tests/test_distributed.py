@@ -147,7 +147,7 @@ def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch:
 
 # --- stop and resume -----------------------------------------------------------------------------------------------
 
-LONG = {"epochs": 40, "log_every": 10, "sample_interval": 50}  # 400 iterations: 10 an epoch, a checkpoint each
+LONG = {"epochs": 20, "log_every": 10, "sample_interval": 50}  # 200 iterations: 10 an epoch, a checkpoint each
 
 
 def _wait_for_checkpoint(root: Path, proc: subprocess.Popen[str]) -> None:
@@ -174,7 +174,7 @@ def test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes(
     assert code == 143, err
     assert "stopped by SIGTERM at iteration" in err and err.count("stopped by SIGTERM at iteration") == 1
     at = torch_load_safe(stopped / "models/checkpoint.pt", "checkpoint", "")["iteration"]
-    assert 0 < at < 400 and not (stopped / "models/generator.pt").exists()
+    assert 0 < at < 200 and not (stopped / "models/generator.pt").exists()
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
