@@ -14,6 +14,8 @@ Metrics are summed on the device and read (one host sync) only by ``take_metrics
 the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
 frozen during the generator step; clipping is two ``_foreach`` calls; on the CPU the optimizers run fused
 kernels (``wgan.optim``). On CUDA, ``make_step`` records the iteration as CUDA graphs (``wgan.cuda_graphs``).
+Under several processes (``wgan.distributed``) each rank trains on its rows of every batch and of the batch's
+noise, and the gradients are averaged over ranks before each optimizer step: the same math as one process.
 """
 
 from __future__ import annotations
