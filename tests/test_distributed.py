@@ -145,6 +145,19 @@ def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch:
     _assert_same_curves(tmp_path / "one", root)
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WGAN_NPROC": "two"}, "error: WGAN_NPROC='two' is not a process count"),
+        ({"WGAN_NPROC": "2", "WGAN_TORCHRUN": "--bogus"}, "error: WGAN_TORCHRUN is not valid torchrun options"),
+        ({"WGAN_NPROC": "3"}, "error: train.batch_size = 32 is not divisible by the 3 processes"),  # every rank
+    ],
+)
+def test_bad_process_settings_exit_2_with_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    code, _, err = _finish(_start(_project(tmp_path), **env))
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
 # --- stop and resume -----------------------------------------------------------------------------------------------
 
 LONG = {"epochs": 20, "log_every": 10, "sample_interval": 50}  # 200 iterations: 10 an epoch, a checkpoint each

@@ -13,6 +13,8 @@ naming its rank and 128 + the signal that killed it (or its exit code).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shlex
@@ -61,15 +63,20 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
                 logging.getLogger(name).setLevel(logging.CRITICAL)
     # torchrun would set 1 thread per worker (with a warning); share this machine's cores among them instead
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc())))
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):  # argparse's usage text: only its last line is kept
+            args = parse_args(argv)
+    except SystemExit as exc:
+        reason = said.getvalue().strip().splitlines()[-1:] or ["rejected"]
+        raise UserError(f"{ENV_TORCHRUN} is not valid torchrun options ({reason[0]}); fix or unset it") from exc
     print(f"torchrun {shlex.join(argv)}", flush=True)
     try:
-        run(parse_args(argv))
+        run(args)
     except SignalException as exc:  # the workers stopped (rank 0 said where and how to resume)
         return 128 + exc.sigval
     except ChildFailedError as exc:
         return _report(exc)
-    except SystemExit as exc:  # torchrun's argument parser on a bad WGAN_TORCHRUN
-        raise UserError(f"{ENV_TORCHRUN}={os.environ.get(ENV_TORCHRUN)!r} is not valid torchrun options") from exc
     return 0
 
 
