@@ -14,6 +14,9 @@ of ``WGANStep`` over the same real batches:
 
 Then the reference (tutorial) loop and the project's loop are timed on the device, interleaved, and the table
 gives ms/iteration, speed-up and the projected wall time of ``train.epochs`` epochs of MNIST (60000 images).
+
+3. With several GPUs visible (and ``data/prepared`` carried): the train stage as 1 process against one process
+   per GPU (torchrun, NCCL; ``bench_nproc.compare``): weights within ``--tol``, and the speed of each.
 Exit status 1 when a check fails. With ``--device cpu`` every check runs on the CPU (a self-test of this script).
 """
 
@@ -26,6 +29,8 @@ import sys
 import time
 
 import torch
+from bench_nproc import PREPARED as PREPARED_DIR
+from bench_nproc import compare as compare_process_counts
 from bench_train import PREPARED, PilDataset, ProjectLoop, TutorialLoop, interleaved, load_text, report
 from torchvision import transforms
 
@@ -156,7 +161,22 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(rows))
     if device.type == "cuda":
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+        ok = multi_gpu_check(args.iters, args.tol) and ok
     return 0 if ok else 1
+
+
+def multi_gpu_check(iters: int, tol: float) -> bool:
+    """Check 3: the train stage on 1 GPU against one process per visible GPU (skipped with fewer than 2)."""
+    count = torch.cuda.device_count()
+    if count < 2:
+        print("1 vs all GPUs: skipped, one GPU visible")
+        return True
+    if not all((PREPARED_DIR / name).is_file() for name in ("train.pt", "test.pt")):
+        print(f"1 vs {count} GPUs: skipped, carry data/prepared/train.pt and test.pt to run it")
+        return True
+    ok, lines = compare_process_counts(count, rounds=2, iters=iters, tol=tol)
+    print("\n".join(lines))
+    return ok
 
 
 if __name__ == "__main__":

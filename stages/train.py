@@ -3,12 +3,19 @@
 The prepare section is read only to refuse prepared data made with another normalization.
 Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss exits 2 (see wgan.train).
 The outputs are written before the checkpoint is marked finished, so a kill while writing them loses no training.
+With WGAN_NPROC=N (and WGAN_TORCHRUN for several machines) the stage relaunches itself as N torchrun workers
+(wgan.launch); under torchrun each worker joins the process group (wgan.distributed) and only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import sys
+
+from wgan import launch
 from wgan.cli import run_stage
 from wgan.config import load_section
+from wgan.device import choose_device
+from wgan.distributed import process_group
 from wgan.fileio import remove_stale_temps
 from wgan.models import save_model
 from wgan.paths import TrainPaths
@@ -20,10 +27,9 @@ def main() -> None:
     cfg = load_section("train")
     prepare = load_section("prepare")  # only to check that the prepared data is current
     paths = TrainPaths()
-    # temp files of writes a SIGKILL cut short (DVC's lock on the outputs keeps other runs from writing them)
-    for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples):
-        for stale in remove_stale_temps(output):
-            print(f"removed {stale}, left by an interrupted write")
+    device = choose_device()  # checked before any process starts, like the params
+    if launch.wanted():
+        sys.exit(launch.relaunch(__file__))
 
     def deliver(result: TrainResult) -> None:
         save_model(result.generator, paths.generator)
@@ -31,7 +37,15 @@ def main() -> None:
         save_samples(result.samples, paths.samples)
         print(f"wrote {paths.generator}, {paths.critic}, {paths.samples} after {result.iterations} iterations")
 
-    train(cfg, paths, norm=(prepare.mean, prepare.std), deliver=deliver)
+    with process_group(device) as world:
+        if world.is_main:
+            # temp files of writes a SIGKILL cut short (DVC's lock on the outputs keeps other runs from writing them)
+            for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples):
+                for stale in remove_stale_temps(output):
+                    print(f"removed {stale}, left by an interrupted write")
+        device = world.device(device)
+        norm = (prepare.mean, prepare.std)
+        train(cfg, paths, device, world.rank, world.world_size, norm=norm, deliver=deliver)
 
 
 if __name__ == "__main__":

@@ -38,14 +38,28 @@ def clip_weights_(params: Sequence[torch.Tensor], clip_value: float) -> None:
         torch._foreach_clamp_max_(list(params), clip_value)
 
 
-def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def mixing_weights(n: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` interpolation weights ``eps ~ U[0, 1]`` shaped to broadcast over samples like ``like``.
+
+    Drawn on the generator's device and moved, so a CPU stream can drive a GPU run (same numbers).
+    """
+    shape = (n,) + (1,) * (like.dim() - 1)
+    device = generator.device if generator is not None else like.device
+    return torch.rand(shape, device=device, dtype=like.dtype, generator=generator).to(like.device)
+
+
+def interpolate(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per sample; requires grad.
 
-    ``eps`` is drawn on the generator's device and moved, so a CPU stream can drive a GPU run (same numbers).
+    ``eps`` (from ``mixing_weights``) is drawn from ``generator`` unless given.
     """
-    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    device = generator.device if generator is not None else real.device
-    eps = torch.rand(shape, device=device, dtype=real.dtype, generator=generator).to(real.device)
+    if eps is None:
+        eps = mixing_weights(real.shape[0], real, generator)
     return torch.lerp(fake, real, eps).requires_grad_(True)
 
 

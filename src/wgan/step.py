@@ -14,6 +14,8 @@ Metrics are summed on the device and read (one host sync) only by ``take_metrics
 the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
 frozen during the generator step; clipping is two ``_foreach`` calls; on the CPU the optimizers run fused
 kernels (``wgan.optim``). On CUDA, ``make_step`` records the iteration as CUDA graphs (``wgan.cuda_graphs``).
+Under several processes (``wgan.distributed``) each rank trains on its rows of every batch and of the batch's
+noise, and the gradients are averaged over ranks before each optimizer step: the same math as one process.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from wgan import losses, optim
 from wgan.config import TrainConfig
+from wgan.distributed import ALONE, World
 from wgan.models import Critic, Generator
 from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
 
@@ -33,8 +36,11 @@ from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
 class WGANStep:
     """The eager training step; ``benchmarks/bench_train.py`` times this class, so it is the real code."""
 
-    def __init__(self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator) -> None:
+    def __init__(
+        self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator, world: World = ALONE
+    ) -> None:
         self.cfg = cfg
+        self.world = world  # this process's share of each batch, and the gradient all-reduce (wgan.distributed)
         self.generator = generator
         self.critic = critic
         self.noise = noise
@@ -76,8 +82,10 @@ class WGANStep:
         self.generator_count += 1
 
     def _latent(self, n: int) -> torch.Tensor:
-        """Noise from ``self.noise`` on its own device (a no-op move in training, where it is the model's)."""
-        return torch.randn(n, self.cfg.latent_dim, device=self.noise.device, generator=self.noise).to(self.device)
+        """This rank's ``n`` rows of the global batch's noise, drawn from ``self.noise`` on its own device."""
+        size = n * self.world.world_size
+        z = torch.randn(size, self.cfg.latent_dim, device=self.noise.device, generator=self.noise)
+        return self.world.share(z).to(self.device)  # the move is a no-op in training (the model's device)
 
     # ------------------------------------------------------------------ (1) update the critic
     def _critic_update(self, real: torch.Tensor) -> None:
@@ -89,7 +97,8 @@ class WGANStep:
         d_real, d_fake = scores[:n], scores[n:]
         loss = losses.critic_loss(d_real, d_fake)
         if self.gp:
-            x_hat = losses.interpolate(real, fake, self.noise)
+            eps = self.world.share(losses.mixing_weights(n * self.world.world_size, real, self.noise))
+            x_hat = losses.interpolate(real, fake, eps=eps)
             penalty = losses.gradient_penalty(
                 self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16"
             )
@@ -98,6 +107,7 @@ class WGANStep:
             penalty, total = self.zero, loss
         self.opt_d.zero_grad(set_to_none=True)
         total.backward()
+        self.world.average_gradients(self.critic_params)
         self.opt_d.step()
         if not self.gp:
             losses.clip_weights_(self.critic_params, self.cfg.clip_value)
@@ -113,6 +123,7 @@ class WGANStep:
                 loss = losses.generator_loss(self.critic(self.generator(self._latent(n))))
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
+            self.world.average_gradients(self.generator.parameters())
             self.opt_g.step()
         finally:
             for p in self.critic_params:
@@ -122,24 +133,32 @@ class WGANStep:
     def take_metrics(self) -> dict[str, float]:
         """Averages since the last call (one host sync), then reset; empty groups are left out."""
         out: dict[str, float] = {}
+        critic_sums, generator_sum = self._global_sums()
         if self.critic_count:
-            critic, wasserstein, penalty = (self.critic_sums / self.critic_count).tolist()
+            critic, wasserstein, penalty = (critic_sums / self.critic_count).tolist()
             out[M_CRITIC], out[M_WASSERSTEIN] = critic, wasserstein
             if self.gp:
                 out[M_GP] = penalty
         if self.generator_count:
-            out[M_GENERATOR] = self.generator_sum.item() / self.generator_count
+            out[M_GENERATOR] = generator_sum.item() / self.generator_count
         self.critic_sums.zero_()
         self.generator_sum.zero_()
         self.critic_count = self.generator_count = 0
         return out
 
+    def _global_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The metric sums of the global batch: every rank's sums of its share's means, averaged over ranks."""
+        sums = self.world.mean(torch.cat([self.critic_sums, self.generator_sum[None]]))
+        return sums[:3], sums[3]
+
     def state_dict(self) -> dict[str, Any]:
+        """The step's state as of the global batch (a collective under several processes: call it on every rank)."""
+        critic_sums, generator_sum = self._global_sums()  # any process count resumes from them
         return {
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "critic_sums": self.critic_sums.cpu(),
-            "generator_sum": self.generator_sum.cpu(),
+            "critic_sums": critic_sums.cpu(),
+            "generator_sum": generator_sum.cpu(),
             "critic_count": self.critic_count,
             "generator_count": self.generator_count,
         }
@@ -154,19 +173,26 @@ class WGANStep:
 
 
 def make_step(
-    cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator, graphs: bool | None = None
+    cfg: TrainConfig,
+    generator: Generator,
+    critic: Critic,
+    noise: torch.Generator,
+    graphs: bool | None = None,
+    world: World = ALONE,
 ) -> WGANStep:
     """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
 
     Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph) and no double
-    backward (loss ``wgan``); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
+    backward (loss ``wgan``) and one process (the gradient all-reduce is not recorded); ``graphs=True`` where that
+    does not hold is an error, ``False`` opts out.
     """
     device = next(generator.parameters()).device
     can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan"
+    can_graph = can_graph and world.world_size == 1
     if graphs and not can_graph:
-        raise ValueError("CUDA graphs need a CUDA device, a CUDA noise generator and loss 'wgan'")
+        raise ValueError("CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan' and one process")
     if not (can_graph if graphs is None else graphs):
-        return WGANStep(cfg, generator, critic, noise)
+        return WGANStep(cfg, generator, critic, noise, world)
     from wgan.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
 
     return GraphedStep(cfg, generator, critic, noise)

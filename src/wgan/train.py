@@ -31,11 +31,20 @@ import torch
 
 from wgan import losses
 from wgan.batches import derive_seed, epoch_batches
-from wgan.checkpoint import cpu_state, load_checkpoint, rng_states, run_fingerprint, save_checkpoint, set_rng_states
+from wgan.checkpoint import (
+    cpu_state,
+    first_nonfinite,
+    load_checkpoint,
+    rng_states,
+    run_fingerprint,
+    save_checkpoint,
+    set_rng_states,
+)
 from wgan.cli import StageInterrupted, StopSignals, signal_name
 from wgan.config import TrainConfig
 from wgan.data import IMAGE_SHAPE, Split, load_prepared, to_uint8
 from wgan.device import choose_device
+from wgan.distributed import World, use_global_batchnorm
 from wgan.errors import UserError
 from wgan.models import Critic, Generator, build_models
 from wgan.monitor import (
@@ -77,7 +86,8 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a WGAN as ``cfg`` says; write the checkpoint and ``dvclive/`` on the way.
 
-    ``rank``/``world_size``: batches are sharded by rank and only rank 0 writes files. ``norm`` (prepare's
+    ``rank``/``world_size`` (inside a process group, ``wgan.distributed``): each rank trains on its share of
+    every batch, and only rank 0 writes files. ``norm`` (prepare's
     mean, std), when given, must be the data's normalization: a stale prepared file is then an error instead
     of a silently different run. ``deliver`` (rank 0 only) writes the outputs; the checkpoint is marked
     finished after it returns. Raises ``UserError`` when the losses turn NaN or infinite and
@@ -101,7 +111,8 @@ class Run:
         norm: tuple[float, float] | None,
     ) -> None:
         self.cfg, self.paths, self.device, self.rank, self.world_size = cfg, paths, device, rank, world_size
-        self.is_main = rank == 0
+        self.world = World(rank, world_size)
+        self.is_main = self.world.is_main
         self.log = log if self.is_main else lambda _: None
         train_split, test_split = _load_splits(paths, norm)
         self.norm = (train_split.mean, train_split.std)
@@ -116,6 +127,7 @@ class Run:
         epochs_total = cfg.epochs * self.per_epoch
         self.total = epochs_total if cfg.max_iterations == 0 else min(cfg.max_iterations, epochs_total)
         self.fingerprint = run_fingerprint(cfg, paths, device)
+        self.world.check_same("the params, data or code of the run", self.fingerprint)
 
         self.generator, self.critic = build_models(cfg, device)
         self.log(f"device: {device}")
@@ -126,7 +138,12 @@ class Run:
         self.log(model_summary(self.critic, IMAGE_SHAPE, "Critic"))
         self.shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
         self.noise = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
-        self.step = make_step(cfg, self.generator, self.critic, self.noise)
+        if world_size > 1:
+            use_global_batchnorm(self.generator, world_size)  # the global batch's statistics on every rank
+            self.log(f"{world_size} training processes; rank 0 logs and writes the outputs")
+            if device.type == "cuda":
+                self.log("CUDA graphs are off under several processes: the gradient all-reduce is not recorded")
+        self.step = make_step(cfg, self.generator, self.critic, self.noise, world=self.world)
 
         # fixed inputs for the snapshots and for the held-out Wasserstein estimate, from their own streams
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
@@ -141,6 +158,7 @@ class Run:
         self.samples = Samples()
         history = self._resume()
         self.saved_at = self.iteration if history is not None else None  # the iteration of the checkpoint on disk
+        self.saved_state: dict[str, Any] = {}  # what rank 0 saved last, marked finished once the outputs exist
         self.finite_at = self.iteration  # the last iteration at which the losses and the state were seen finite
         self.epoch_start = self.shuffle.get_state()  # the shuffle state at the start of the epoch in progress
         self.live = Live(paths.live_dir, history or []) if self.is_main else None
@@ -149,7 +167,9 @@ class Run:
 
     def _resume(self) -> list[dict[str, float]] | None:
         """Restore the state of a resumable checkpoint; its metric history, or None when starting afresh."""
-        ckpt = load_checkpoint(self.paths.checkpoint, self.fingerprint, self.log)
+        # rank 0's checkpoint on every rank: other machines have no copy of it
+        found = load_checkpoint(self.paths.checkpoint, self.fingerprint, self.log) if self.is_main else None
+        ckpt = self.world.from_main(found)
         if ckpt is None:
             return None
         self.generator.load_state_dict(ckpt["generator"])
@@ -186,13 +206,15 @@ class Run:
                             self.log_point()
                         if self.iteration % cfg.sample_interval == 0:
                             self.snapshot()
-                        if stop.signum is not None:  # a Python attribute read: no host sync
-                            self.stop_here(stop.signum)
+                        signum = self.world.stop_signal(stop.signum, self.iteration)  # alone: an attribute read
+                        if signum is not None:
+                            self.stop_here(signum)
                     epochs_done, mid_epoch = divmod(self.iteration, self.per_epoch)
                     if not mid_epoch and epochs_done % cfg.checkpoint_every == 0 and self.iteration < self.total:
                         self.checkpoint(finished=False)
-                if stop.signum is not None:  # a signal during the last epoch-end checkpoint
-                    self.stop_here(stop.signum)
+                signum = self.world.stop_signal(stop.signum)  # a signal during the last epoch-end checkpoint
+                if signum is not None:
+                    self.stop_here(signum)
             if self.rate.iteration != self.iteration:  # not logged at this very iteration (in the loop or before)
                 self.log_point()
             if self.samples.iteration[-1] != self.iteration:
@@ -208,7 +230,7 @@ class Run:
         )
         if self.is_main and deliver is not None:
             deliver(result)
-            self.checkpoint(finished=True)
+            save_checkpoint({**self.saved_state, "finished": True}, self.paths.checkpoint)
         return result
 
     def epoch_of(self, iteration: int) -> int:
@@ -238,9 +260,11 @@ class Run:
         self.bar.set_postfix(epoch=self.epoch_of(self.iteration), **shown, refresh=False)
 
     def checkpoint(self, finished: bool) -> None:
-        """Rank 0 saves the exact position (a non-finite state is refused: the last good checkpoint stays)."""
-        if not self.is_main:
-            return
+        """Rank 0 saves the exact position (a non-finite state is refused: the last good checkpoint stays).
+
+        Every rank builds the state (the step's metric sums are reduced over ranks) and checks it, so all
+        ranks stop together on a non-finite one.
+        """
         # the shuffle state that redraws the permutation of the epoch the next iteration belongs to
         at_epoch_end = self.iteration % self.per_epoch == 0
         state: dict[str, Any] = {
@@ -256,7 +280,11 @@ class Run:
             "metrics": self.live.history if self.live is not None else [],
         }
         try:
-            save_checkpoint(state, self.paths.checkpoint)
+            if self.is_main:
+                save_checkpoint(state, self.paths.checkpoint)
+                self.saved_state = state
+            elif (bad := first_nonfinite(state)) is not None:
+                raise ValueError(bad)
         except ValueError as exc:
             self.diverged(f"the training state has a NaN or infinity in {exc}")
         self.saved_at = self.finite_at = self.iteration
