@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from wgan.config import ClassifierConfig
-from wgan.data import Split
+from wgan.data import N_CLASSES, Split
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe, torch_save_atomic
 from wgan.metrics import class_shares
 from wgan.paths import rerun
 
-N_CLASSES = 10
 LOAD_HINT = rerun("classifier")
 
 
