@@ -5,6 +5,7 @@ import time
 from wgan import paths
 from wgan.classifier import Classifier, load_real_features
 from wgan.cli import run_stage
+from wgan.conditional import ConditionalGenerator
 from wgan.config import load_section
 from wgan.evaluate import evaluate
 from wgan.fileio import write_json
@@ -13,15 +14,17 @@ from wgan.models import Generator, load_model
 
 def main() -> None:
     cfg = load_section("evaluate")
-    generator, classifier = load_model(paths.GENERATOR, Generator), load_model(paths.CLASSIFIER, Classifier)
+    generator = load_model(paths.GENERATOR, (Generator, ConditionalGenerator))  # whichever train wrote
+    classifier = load_model(paths.CLASSIFIER, Classifier)
     real = load_real_features(paths.REAL_FEATURES)
     start = time.perf_counter()
-    scores, hist = evaluate(generator, classifier, real, cfg)
+    scores, hist, accuracy = evaluate(generator, classifier, real, cfg)
     write_json(paths.EVAL_METRICS, scores)
     write_json(paths.CLASS_HIST, hist)
+    write_json(paths.DIGIT_ACCURACY, accuracy)
     print(
         f"scored {cfg.n_samples} samples in {time.perf_counter() - start:.1f} s; "
-        f"wrote {paths.EVAL_METRICS}, {paths.CLASS_HIST}"
+        f"wrote {paths.EVAL_METRICS}, {paths.CLASS_HIST}, {paths.DIGIT_ACCURACY}"
     )
     for key, value in scores.items():
         if not isinstance(value, dict):

@@ -20,10 +20,11 @@ from wgan.classifier import (
     save_real_features,
     train_classifier,
 )
+from wgan.conditional import ConditionalGenerator
 from wgan.config import EvaluateConfig, parse_section
 from wgan.data import load_prepared
 from wgan.errors import UserError
-from wgan.evaluate import build_reference, evaluate, sample_generator, score
+from wgan.evaluate import build_reference, evaluate, sample_generator, score, score_digits
 from wgan.models import Generator, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,11 @@ def tiny_generator() -> Generator:
     return Generator(latent_dim=8, hidden=(16, 32)).eval()
 
 
+def tiny_conditional_generator() -> ConditionalGenerator:
+    torch.manual_seed(0)
+    return ConditionalGenerator(latent_dim=8, hidden=(16, 32)).eval()
+
+
 def tiny_classifier() -> Classifier:
     torch.manual_seed(0)
     return Classifier(**TINY).eval()
@@ -65,7 +71,8 @@ def test_evaluate_reports_every_metric_with_its_floor(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
     real = real_features(tiny_classifier(), train, test)
-    result, hist = evaluate(tiny_generator(), tiny_classifier(), real, SMALL)
+    result, hist, accuracy = evaluate(tiny_generator(), tiny_classifier(), real, SMALL)
+    assert accuracy == [] and "label_accuracy" not in result  # only a conditional generator is asked for digits
     expected = {k for key in METRIC_KEYS for k in (key, f"{key}_floor")} | {"class_share"}
     assert set(result) == expected
     assert all(math.isfinite(v) for k, v in result.items() if k != "class_share")
@@ -75,7 +82,7 @@ def test_evaluate_reports_every_metric_with_its_floor(tmp_path: Path) -> None:
     assert [r["real"] for r in hist] == pytest.approx([0.1] * 10)  # toy labels cycle through the digits
     assert 0 <= result["precision"] <= 1 and 0 <= result["recall_floor"] <= 1
     assert 1 <= result["classifier_score"] <= 10
-    again, _ = evaluate(tiny_generator(), tiny_classifier(), real, SMALL)
+    again, _, _ = evaluate(tiny_generator(), tiny_classifier(), real, SMALL)
     assert again == result
 
 
@@ -126,6 +133,15 @@ def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     assert len(result["class_share"]) == 10
     hist = json.loads((tmp_path / "results" / "eval" / "class_hist.json").read_text())
     assert [set(r) for r in hist] == [{"digit", "generated", "real"}] * 10
+    assert json.loads((tmp_path / "results" / "eval" / "digit_accuracy.json").read_text()) == []
+
+    save_model(tiny_conditional_generator(), tmp_path / "models" / "generator.pt")
+    proc = run_stage_script("evaluate", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "results" / "eval" / "metrics.json").read_text())
+    assert 0 <= result["label_accuracy"] <= 1 and result["digit_fid_worst_digit"] in range(10)
+    accuracy = json.loads((tmp_path / "results" / "eval" / "digit_accuracy.json").read_text())
+    assert [r["digit"] for r in accuracy] == list(range(10))
 
     (tmp_path / "models" / "generator.pt").write_bytes(b"\x80\x02garbage")
     proc = run_stage_script("evaluate", tmp_path)
@@ -207,8 +223,48 @@ def test_real_features_round_trip_and_bad_files(tmp_path: Path) -> None:
     back = load_real_features(path)
     assert torch.equal(back.train.features, real.train.features) and torch.equal(back.test.probs, real.test.probs)
     assert torch.equal(back.test_shares, real.test_shares)
+    assert torch.equal(back.test.labels, test.labels) and torch.equal(back.train.labels, train.labels)
     torch.save({"format": "something else"}, path)
     with pytest.raises(UserError, match="is not a real-features file"):
         load_real_features(path)
     with pytest.raises(UserError, match="is missing; rerun `dvc repro classifier`"):
         load_real_features(tmp_path / "absent.pt")
+
+
+def test_conditional_generator_is_asked_for_equal_numbers_of_each_digit(tmp_path: Path) -> None:
+    write_toy_splits(tmp_path, n_train=60, n_test=50)
+    train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
+    real = real_features(tiny_classifier(), train, test)
+    result, _, accuracy = evaluate(tiny_conditional_generator(), tiny_classifier(), real, SMALL)
+    predicted = real.test.probs.argmax(1)
+    assert result["label_accuracy_floor"] == pytest.approx(float((predicted == test.labels).float().mean()))
+    assert [r["digit"] for r in accuracy] == list(range(10))
+    # 40 samples, 4 of each digit: the overall accuracy is the mean of the per-digit ones
+    assert result["label_accuracy"] == pytest.approx(sum(r["generated"] for r in accuracy) / 10)
+    fids = [result["digit_fid"][str(d)] for d in range(10)]
+    assert result["digit_fid_mean"] == pytest.approx(sum(fids) / 10)
+    assert result["digit_fid_worst"] == max(fids) == fids[result["digit_fid_worst_digit"]]
+    assert all(math.isfinite(result[k]) for k in ("digit_fid_mean_floor", "digit_fid_worst_floor"))
+    with pytest.raises(UserError, match=r"evaluate.n_samples = 19 is too small for a conditional generator"):
+        small = dataclasses.replace(SMALL, n_samples=19, kid_subset_size=10)
+        evaluate(tiny_conditional_generator(), tiny_classifier(), real, small)
+
+
+def test_digit_scores_reward_the_asked_digit_and_name_the_worst(tmp_path: Path) -> None:
+    """Real test images "asked for" as their own label score the floor; asked for the wrong digit, they fail."""
+    write_toy_splits(tmp_path, n_train=100, n_test=100)
+    train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
+    classifier = train_classifier(train.images, train.labels, CFG, **TINY)
+    real = real_features(classifier, train, test)
+    values, records = score_digits(real.test, real.train, real.test)
+    assert values["label_accuracy"] == values["label_accuracy_floor"] > 0.5
+    assert values["digit_fid_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert [r["generated"] for r in records] == [r["real"] for r in records]
+    wrong = dataclasses.replace(real.test, labels=(real.test.labels + 1) % 10)
+    values, _ = score_digits(wrong, real.train, real.test)
+    assert values["label_accuracy"] < 0.2 and values["digit_fid_mean"] > 1
+    # one digit's samples replaced by another's: that digit is named the worst
+    swapped = real.test.labels.clone()
+    swapped[real.test.labels == 3], swapped[real.test.labels == 8] = 8, 3
+    values, _ = score_digits(dataclasses.replace(real.test, labels=swapped), real.train, real.test)
+    assert values["digit_fid_worst_digit"] in (3, 8) and values["digit_fid"]["0"] == pytest.approx(0.0, abs=1e-6)

@@ -221,3 +221,28 @@ def test_stage_errors_are_one_line_exit_2(tmp_path: Path, setup: str, expected: 
     if setup == "too_many":
         assert "train.n_fixed" in done.stderr
     assert [p.name for p in out.iterdir()] == ["grid_000000_it0000000.png"]  # previous output untouched
+
+
+def test_conditional_grids_have_one_labelled_row_per_digit(tmp_path: Path) -> None:
+    """A conditional run's samples (4 latents x 10 digits): a row per digit, the first nrow latents, digit labels."""
+    images = write_samples(tmp_path / "samples.pt", snapshots=2, n_fixed=40).numpy()
+    raw = torch.load(tmp_path / "samples.pt", weights_only=True)
+    torch.save({**raw, "labels": torch.arange(10).repeat_interleave(4)}, tmp_path / "samples.pt")
+    assert load_samples(tmp_path / "samples.pt").labels is not None
+    scale, pad, strip = 2, 2, 28  # the digit strip on the left is as wide as the caption strip is high
+    cfg = RenderConfig(nrow=3, n_images=25, padding=pad, scale=scale, caption=True)
+    render_grids(tmp_path / "samples.pt", tmp_path / "out", cfg)
+    for s, path in enumerate(grids_in(tmp_path / "out")):
+        grid = read_png(path)
+        width, height = grid_size(30, 3, pad, scale, True)
+        assert grid.shape == (height, width + strip)
+        for digit, col in [(0, 0), (3, 2), (9, 1)]:
+            y, x = scale * (pad + digit * (28 + pad)), strip + scale * (pad + col * (28 + pad))
+            expected = np.kron(images[s, 4 * digit + col, 0], np.ones((scale, scale), dtype=np.uint8))
+            np.testing.assert_array_equal(grid[y : y + 56, x : x + 56], expected)
+            assert grid[y : y + 56, :strip].max() == 255  # the row's digit, white on black
+    with pytest.raises(UserError, match=r"render.nrow = 5 is more than the 4 fixed samples of each digit"):
+        render_grids(tmp_path / "samples.pt", tmp_path / "out", RenderConfig(nrow=5))
+    torch.save({**raw, "labels": torch.zeros(3, dtype=torch.int64)}, tmp_path / "samples.pt")
+    with pytest.raises(UserError, match=r"expected int64 labels \[N\], one per fixed sample"):
+        load_samples(tmp_path / "samples.pt")

@@ -21,9 +21,14 @@ def derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def rank_share(batch: torch.Tensor, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This rank's strided share of a whole batch (its rows ``rank, rank + world_size, ...``)."""
+    return batch[rank::world_size]
+
+
 def batch_indices(perm: torch.Tensor, i: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """Indices of batch ``i`` of an epoch's permutation; under several processes each rank takes its strided share."""
-    return perm[i * batch_size : (i + 1) * batch_size][rank::world_size]
+    return rank_share(perm[i * batch_size : (i + 1) * batch_size], rank, world_size)
 
 
 def epoch_batches(
@@ -33,11 +38,14 @@ def epoch_batches(
     rank: int = 0,
     world_size: int = 1,
     start: int = 0,
-) -> Iterator[torch.Tensor]:
+    labels: torch.Tensor | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """One epoch of full batches gathered from on-device ``images`` in a fresh random order (last partial dropped).
 
+    Yields ``(images, labels)`` per batch, the labels gathered with the same indices (None when not given).
     ``start`` skips the first batches (a run resumed mid-epoch, ``shuffle`` set to the epoch's start state).
     """
     perm = torch.randperm(images.shape[0], generator=shuffle, device=images.device)
     for i in range(start, images.shape[0] // batch_size):
-        yield images[batch_indices(perm, i, batch_size, rank, world_size)]
+        idx = batch_indices(perm, i, batch_size, rank, world_size)
+        yield images[idx], None if labels is None else labels[idx]

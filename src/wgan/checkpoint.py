@@ -28,6 +28,7 @@ CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
 # rewording them neither reruns the train stage nor throws a saved checkpoint away.
 TRAINING_CODE = (
     "batches.py",
+    "conditional.py",
     "cuda_graphs.py",
     "data.py",
     "distributed.py",

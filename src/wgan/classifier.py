@@ -10,6 +10,7 @@ with ``torch.load(..., weights_only=True)``, like the generator and critic files
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -22,13 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from wgan.config import ClassifierConfig
-from wgan.data import Split
+from wgan.data import N_CLASSES, Split
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe, torch_save_atomic
 from wgan.metrics import class_shares
 from wgan.paths import rerun
 
-N_CLASSES = 10
 LOAD_HINT = rerun("classifier")
 
 
@@ -75,6 +75,7 @@ class Outputs:
 
     features: torch.Tensor  # N x feature_dim, float32
     probs: torch.Tensor  # N x 10, float32 softmax
+    labels: torch.Tensor | None = None  # N, int64: the true digits of real images, the asked ones of generated ones
 
 
 def train_classifier(
@@ -137,7 +138,7 @@ def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batc
     return {"accuracy": correct / n, "test_loss": loss / n}
 
 
-REAL_FEATURES_FORMAT = "wgan-real-features-v1"
+REAL_FEATURES_FORMAT = "wgan-real-features-v2"  # v2: with the labels of both splits
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,10 @@ class RealFeatures:
 
 
 def real_features(classifier: Classifier, train: Split, test: Split, batch_size: int = 1000) -> RealFeatures:
-    """Run the classifier over both real splits."""
+    """Run the classifier over both real splits (their labels kept beside the outputs)."""
     return RealFeatures(
-        train=run_classifier(classifier, train.images, batch_size),
-        test=run_classifier(classifier, test.images, batch_size),
+        train=dataclasses.replace(run_classifier(classifier, train.images, batch_size), labels=train.labels),
+        test=dataclasses.replace(run_classifier(classifier, test.images, batch_size), labels=test.labels),
         test_shares=class_shares(test.labels, N_CLASSES),
     )
 
@@ -167,7 +168,12 @@ def save_real_features(real: RealFeatures, path: str | os.PathLike[str]) -> None
     payload = {"format": REAL_FEATURES_FORMAT, "test_shares": real.test_shares}
     for split in ("train", "test"):
         out = getattr(real, split)
-        payload[split] = {"features": out.features.contiguous(), "probs": out.probs.contiguous()}
+        assert out.labels is not None  # real_features keeps them
+        payload[split] = {
+            "features": out.features.contiguous(),
+            "probs": out.probs.contiguous(),
+            "labels": out.labels.to(torch.int64).contiguous(),
+        }
     torch_save_atomic(payload, path)
 
 
@@ -177,10 +183,11 @@ def load_real_features(path: str | os.PathLike[str]) -> RealFeatures:
     try:
         if raw["format"] != REAL_FEATURES_FORMAT:
             raise ValueError(raw["format"])
-        splits = [Outputs(features=raw[s]["features"], probs=raw[s]["probs"]) for s in ("train", "test")]
+        splits = [Outputs(raw[s]["features"], raw[s]["probs"], raw[s]["labels"]) for s in ("train", "test")]
         shares = raw["test_shares"]
         for out in splits:
-            ok = out.features.dim() == 2 and out.probs.shape == (out.features.shape[0], N_CLASSES)
+            n = out.features.shape[0]
+            ok = out.features.dim() == 2 and out.probs.shape == (n, N_CLASSES) and out.labels.shape == (n,)
             if not ok or splits[0].features.shape[1] != out.features.shape[1]:
                 raise ValueError("shapes")
         if shares.shape != (N_CLASSES,):

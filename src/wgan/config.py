@@ -80,6 +80,7 @@ class TrainConfig:
     max_iterations: int = _f(0, ge=0)
     precision: str = _f("fp32", choices=("fp32", "bf16"))
     seed: int = _f(0, ge=0)
+    conditional: bool = _f(False)  # a generator asked for a digit and a projection critic: wgan.conditional
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2:

@@ -35,8 +35,8 @@ class GraphedStep(WGANStep):
             for group in opt.param_groups:
                 group["capturable"] = True
 
-    def __call__(self, real: torch.Tensor, iteration: int) -> None:
-        """Copy the batch into the captured input, replay one or both updates."""
+    def __call__(self, real: torch.Tensor, iteration: int, labels: torch.Tensor | None = None) -> None:
+        """Copy the batch into the captured input, replay one or both updates (never conditional: no labels)."""
         if self._graphs is None or self._static_real.shape != real.shape:
             self._capture(real)
         assert self._graphs is not None

@@ -19,6 +19,7 @@ from wgan.paths import rerun
 
 FORMAT = "wgan-prepared-v1"
 IMAGE_SHAPE = (1, 28, 28)
+N_CLASSES = 10  # the digits 0-9: the labels' range
 REBUILD_HINT = rerun("prepare")
 
 

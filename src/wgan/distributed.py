@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
+from wgan.batches import rank_share
 from wgan.cli import EXIT_USER_ERROR, StageInterrupted
 from wgan.errors import UserError, one_line
 
@@ -57,7 +58,7 @@ class World:
 
     def share(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch (strided, as ``batch_indices`` shards the real images)."""
-        return batch if self.world_size == 1 else batch[self.rank :: self.world_size]
+        return rank_share(batch, self.rank, self.world_size)
 
     def average_gradients(self, params: Iterable[torch.Tensor]) -> None:
         """Replace every gradient by its mean over ranks: one all-reduce of all of them, flattened."""

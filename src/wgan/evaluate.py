@@ -8,10 +8,16 @@ The memorization check is in feature space: the median distance from each genera
 nearest training image (``nn_train_median``), beside the same for the test images
 (``nn_train_median_floor``), which are real digits the models never saw. A generator that copies
 its training images scores well below the floor.
+
+A conditional generator (``wgan.conditional``) is asked for equal numbers of each digit, and is also scored
+digit by digit: ``label_accuracy``, the share of samples the classifier assigns to the digit asked for (floor:
+the classifier's own test accuracy), and the FID of each digit's samples to that digit's test images
+(``digit_fid``; its mean and its worst digit, by name), the floor of each being the training subset's digit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +25,7 @@ import torch
 
 from wgan import metrics
 from wgan.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
+from wgan.conditional import ConditionalGenerator, balanced_digits, sample_digits
 from wgan.config import EvaluateConfig
 from wgan.data import IMAGE_SHAPE
 from wgan.errors import UserError
@@ -96,11 +103,13 @@ def score(samples: Outputs, ref: Reference, cfg: EvaluateConfig) -> tuple[dict[s
 
 
 def evaluate(
-    generator: Generator, classifier: Classifier, real: RealFeatures, cfg: EvaluateConfig
-) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """All metrics of ``generator`` (flat, each with its ``_floor``), and the class histogram records.
+    generator: Generator | ConditionalGenerator, classifier: Classifier, real: RealFeatures, cfg: EvaluateConfig
+) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
+    """All metrics of ``generator`` (flat, each with its ``_floor``), the class histogram and digit accuracy records.
 
-    The histogram is ``[{"digit": d, "generated": share, "real": test share}, ...]`` for d = 0..9.
+    The histogram is ``[{"digit": d, "generated": share, "real": test share}, ...]`` for d = 0..9; the digit
+    accuracy ``[{"digit": d, "generated": accuracy, "real": the classifier's test accuracy}, ...]``, empty for
+    an unconditional generator.
     """
     if tuple(generator.img_shape) != IMAGE_SHAPE:
         raise UserError(
@@ -109,12 +118,21 @@ def evaluate(
         )
     n_train = int(real.train.features.shape[0])
     check_sizes(cfg, n_train, int(real.test.features.shape[0]))
+    conditional = isinstance(generator, ConditionalGenerator)
+    if conditional and cfg.n_samples < 2 * N_CLASSES:
+        raise UserError(
+            f"evaluate.n_samples = {cfg.n_samples} is too small for a conditional generator: the FID of each digit "
+            f"needs at least 2 samples of it; raise it to at least {2 * N_CLASSES}"
+        )
     ref = build_reference(real, cfg)
-    generated = run_classifier(
-        classifier, sample_generator(generator, cfg.n_samples, cfg.seed, cfg.batch_size), cfg.batch_size
-    )
+    if isinstance(generator, ConditionalGenerator):  # equal numbers of each digit
+        asked = balanced_digits(cfg.n_samples)
+        images = sample_digits(generator, asked, cfg.seed, cfg.batch_size)
+    else:
+        asked, images = None, sample_generator(generator, cfg.n_samples, cfg.seed, cfg.batch_size)
+    generated = dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
     pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]
-    floor = Outputs(features=ref.train.features[pick], probs=ref.train.probs[pick])
+    floor = Outputs(ref.train.features[pick], ref.train.probs[pick], _pick(ref.train.labels, pick))
 
     values, shares = score(generated, ref, cfg)
     floor_values, _ = score(floor, ref, cfg)
@@ -127,4 +145,47 @@ def evaluate(
         result[f"{key}_floor"] = floor_values[key]
     result["class_share"] = {str(d): float(s) for d, s in enumerate(shares)}
     hist = [{"digit": d, "generated": float(shares[d]), "real": float(ref.test_shares[d])} for d in range(N_CLASSES)]
-    return result, hist
+    accuracy: list[dict[str, float]] = []
+    if conditional:
+        digit_values, accuracy = score_digits(generated, floor, ref.test)
+        result.update(digit_values)
+    return result, hist, accuracy
+
+
+def score_digits(generated: Outputs, floor: Outputs, test: Outputs) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Label accuracy and per-digit FID of samples whose ``labels`` are the digits asked for, with their floors.
+
+    The floors: the classifier's accuracy on the test split, and the FID of each digit of ``floor`` (real
+    training images) to the same digit of the test split. Returns the metrics and the per-digit accuracy records.
+    """
+    if floor.labels is None or test.labels is None or generated.labels is None:
+        raise ValueError("per-digit scores need the labels of every set")
+    hits = {name: out.probs.argmax(1) == out.labels for name, out in (("generated", generated), ("real", test))}
+    values: dict[str, Any] = {
+        "label_accuracy": float(hits["generated"].float().mean()),
+        "label_accuracy_floor": float(hits["real"].float().mean()),
+    }
+    fids: dict[str, list[float]] = {"": [], "_floor": []}
+    for digit in range(N_CLASSES):
+        test_stats = metrics.feature_stats(test.features[test.labels == digit])
+        for suffix, out in (("", generated), ("_floor", floor)):
+            stats = metrics.feature_stats(out.features[out.labels == digit])
+            fids[suffix].append(metrics.frechet_distance(*stats, *test_stats))
+    for suffix, per_digit in fids.items():
+        values[f"digit_fid_mean{suffix}"] = sum(per_digit) / N_CLASSES
+        values[f"digit_fid_worst{suffix}"] = max(per_digit)
+    values["digit_fid_worst_digit"] = max(range(N_CLASSES), key=fids[""].__getitem__)
+    values["digit_fid"] = {str(d): v for d, v in enumerate(fids[""])}
+    records = [
+        {
+            "digit": d,
+            "generated": float(hits["generated"][generated.labels == d].float().mean()),
+            "real": float(hits["real"][test.labels == d].float().mean()),
+        }
+        for d in range(N_CLASSES)
+    ]
+    return values, records
+
+
+def _pick(labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if labels is None else labels[index]

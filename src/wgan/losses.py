@@ -63,15 +63,18 @@ def interpolate(
     return torch.lerp(fake, real, eps).requires_grad_(True)
 
 
-def gradient_penalty(critic: nn.Module, x_hat: torch.Tensor, weight: float, autocast: bool = False) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module, x_hat: torch.Tensor, weight: float, autocast: bool = False, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """``weight * mean_i (||grad_x D(x_hat_i)||_2 - 1)^2``, norm over each sample's flattened gradient.
 
     The gradient is built with ``create_graph=True`` so that the penalty can be backpropagated into
     the critic's parameters (a double backward). Only the forward runs under autocast (when asked):
     PyTorch recommends running backward passes, ``autograd.grad`` included, outside autocast.
+    ``labels`` (a conditional critic's digits) are held fixed: the gradient is taken with respect to the image.
     """
     with torch.autocast(x_hat.device.type, dtype=torch.bfloat16, enabled=autocast):
-        scores = critic(x_hat)
+        scores = critic(x_hat) if labels is None else critic(x_hat, labels)
     (grad,) = torch.autograd.grad(scores.float().sum(), x_hat, create_graph=True)
     norms = torch.linalg.vector_norm(grad.float().flatten(1), ord=2, dim=1)
     return weight * (norms - 1.0).square().mean()

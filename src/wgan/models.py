@@ -98,17 +98,29 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
     torch_save_atomic({"kind": model.KIND, "kwargs": model.init_kwargs(), "state_dict": state}, path)
 
 
-def load_model(path: str | os.PathLike[str], cls: type[M], hint: str | None = None) -> M:
-    """Rebuild a model of class ``cls`` saved by ``save_model``, in eval mode; any bad file is a ``UserError``.
+def load_model(path: str | os.PathLike[str], cls: type[M] | tuple[type[M], ...], hint: str | None = None) -> M:
+    """Rebuild a model saved by ``save_model``, in eval mode; any bad file is a ``UserError``.
 
+    ``cls`` is the class expected, or a tuple of classes of one kind to build whichever the file holds: the
+    tutorial's and the conditional one (``wgan.conditional``: a file is conditional when its kwargs have
+    ``n_classes``). A conditional file where only an unconditional class is expected, or the reverse, is refused.
     ``hint`` (how to get a good file) defaults to rerunning the stage that writes such models.
     """
-    kind, hint = cls.KIND, hint or rerun(cls.STAGE)  # type: ignore[attr-defined]
+    classes = cls if isinstance(cls, tuple) else (cls,)
+    kind, hint = classes[0].KIND, hint or rerun(classes[0].STAGE)  # type: ignore[attr-defined]
     raw = torch_load_safe(path, kind, hint)
     if not isinstance(raw, dict) or raw.get("kind") != kind or not isinstance(raw.get("kwargs"), dict):
         raise UserError(f"{path} is not a saved {kind}; {hint}")
+    conditional = "n_classes" in raw["kwargs"]
+    matching = [c for c in classes if getattr(c, "CONDITIONAL", False) == conditional]
+    if not matching:
+        held, wanted = ("a conditional", "an unconditional") if conditional else ("an unconditional", "a conditional")
+        raise UserError(
+            f"{path} holds {held} {kind} but {wanted} one is expected here; train one with "
+            f"train.conditional: {str(not conditional).lower()} and {hint}"
+        )
     try:
-        model = cls(**raw["kwargs"])
+        model = matching[0](**raw["kwargs"])
         model.load_state_dict(raw["state_dict"])
     except (TypeError, RuntimeError, ValueError) as exc:
         raise UserError(f"{path} does not hold a valid {kind} ({one_line(exc)}); {hint}") from exc

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 import torchinfo
@@ -112,11 +112,18 @@ def progress(total: int, initial: int, enabled: bool) -> tqdm:
 
 
 def model_summary(model: torch.nn.Module, input_shape: Sequence[int], title: str) -> str:
-    """torchinfo's table for a batch of 2 inputs, run in eval mode under no_grad (BatchNorm stats untouched)."""
+    """torchinfo's table for a batch of 2 inputs, run in eval mode under no_grad (BatchNorm stats untouched).
+
+    A conditional model (``wgan.conditional``) also gets a digit per input.
+    """
     param = next(model.parameters())
+    inputs: dict[str, Any] = {"input_size": (2, *input_shape)}
+    if getattr(model, "CONDITIONAL", False):
+        zeros = torch.zeros(2, *input_shape, device=param.device)
+        inputs = {"input_data": [zeros, torch.zeros(2, dtype=torch.int64, device=param.device)]}
     stats = torchinfo.summary(
         model,
-        input_size=(2, *input_shape),
+        **inputs,
         device=param.device,
         mode="eval",
         verbose=0,

@@ -29,6 +29,7 @@ REAL_FEATURES = Path("models/real_features.pt")
 CLASSIFIER_METRICS = Path("results/classifier/metrics.json")
 EVAL_METRICS = Path("results/eval/metrics.json")
 CLASS_HIST = Path("results/eval/class_hist.json")
+DIGIT_ACCURACY = Path("results/eval/digit_accuracy.json")
 
 # stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
 STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
@@ -39,7 +40,7 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "gif": ((GRIDS,), (GIF,)),
     "latent_walk": ((GENERATOR,), (LATENT_WALK,)),
     "classifier": ((TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
-    "evaluate": ((GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST)),
+    "evaluate": ((GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY)),
 }
 
 

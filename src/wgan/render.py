@@ -8,6 +8,10 @@ encoded by Pillow.
 
 Grid files are named by ``wgan.gif.grid_name`` (snapshot index first, zero-padded to one width per
 run), so ``sorted()`` of the names is training order.
+
+A conditional run's grids (its samples file records a digit per image) have one row per digit, top to
+bottom, each the first ``render.nrow`` latents (the same in every row); with a caption, each row is labelled
+with its digit in a strip on the left.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from wgan.errors import UserError
 from wgan.fileio import replaced_dir
 from wgan.gif import FINAL_NAME, grid_name
 from wgan.paths import rerun
-from wgan.samples import load_samples
+from wgan.samples import Samples, load_samples
 
 CAPTION_PX = 14  # caption strip height per unit of scale
 FONT_PX = 10  # caption font size per unit of scale
@@ -80,14 +84,9 @@ def render_grids(
     """Write one grid per snapshot plus ``final.png`` into ``out_dir``, replacing its old content."""
     start = time.perf_counter()
     samples = load_samples(samples_path)
-    available = int(samples.images[0].shape[0])
-    if cfg.n_images > available:
-        raise UserError(
-            f"render.n_images = {cfg.n_images} is more than the {available} fixed samples per snapshot in "
-            f"{samples_path}; lower render.n_images or raise train.n_fixed and {rerun('train')}"
-        )
-    # The same first n_images of the fixed batch in every grid, so frames show the same latents.
-    images = torch.stack(samples.images)[:, : cfg.n_images, 0].numpy()
+    index, row_digits = _layout(samples, cfg, samples_path)
+    # The same images of the fixed batch in every grid, so frames show the same latents.
+    images = torch.stack(samples.images)[:, index, 0].numpy()
     epochs, iterations = samples.epoch, samples.iteration
     count = len(samples)
     font = ImageFont.load_default(size=FONT_PX * cfg.scale) if cfg.caption else None
@@ -99,6 +98,8 @@ def render_grids(
             grid = make_grid(images[i], cfg.nrow, cfg.padding, cfg.scale)
             if font is not None:
                 grid = _add_caption(grid, caption_text(epochs[i], iterations[i]), font, cfg.scale)
+                if row_digits:
+                    grid = _add_row_labels(grid, row_digits, images.shape[2], font, cfg)
             height, width = grid.shape
             last_path = tmp / grid_name(i, iterations[i], count, last_iteration)
             Image.fromarray(grid).save(last_path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
@@ -114,4 +115,40 @@ def _add_caption(grid: np.ndarray, text: str, font: ImageFont.FreeTypeFont, scal
     frame[: grid.shape[0]] = grid
     image = Image.fromarray(frame)
     ImageDraw.Draw(image).text((2 * scale, grid.shape[0] + strip / 2), text, fill=255, font=font, anchor="lm")
+    return np.asarray(image)
+
+
+def _layout(samples: Samples, cfg: RenderConfig, source: str | os.PathLike[str]) -> tuple[torch.Tensor, list[int]]:
+    """Which fixed samples a grid shows, in order, and the digit of each row (empty: not a conditional run)."""
+    available = int(samples.images[0].shape[0])
+    if samples.labels is None:
+        if cfg.n_images > available:
+            raise UserError(
+                f"render.n_images = {cfg.n_images} is more than the {available} fixed samples per snapshot in "
+                f"{source}; lower render.n_images or raise train.n_fixed and {rerun('train')}"
+            )
+        return torch.arange(cfg.n_images), []
+    digits = sorted(set(samples.labels.tolist()))
+    per_digit = min(int((samples.labels == d).sum()) for d in digits)
+    if cfg.nrow > per_digit:
+        raise UserError(
+            f"render.nrow = {cfg.nrow} is more than the {per_digit} fixed samples of each digit in {source} (a "
+            f"conditional run draws a row per digit); lower render.nrow or raise train.n_fixed and {rerun('train')}"
+        )
+    rows = [torch.nonzero(samples.labels == d).flatten()[: cfg.nrow] for d in digits]
+    return torch.cat(rows), digits
+
+
+def _add_row_labels(
+    grid: np.ndarray, digits: list[int], image_h: int, font: ImageFont.FreeTypeFont, cfg: RenderConfig
+) -> np.ndarray:
+    """Prepend a black strip on the left with each row's digit, centred on the row of ``image_h``-pixel images."""
+    strip = CAPTION_PX * cfg.scale
+    frame = np.zeros((grid.shape[0], grid.shape[1] + strip), dtype=np.uint8)
+    frame[:, strip:] = grid
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    for row, digit in enumerate(digits):
+        centre = cfg.scale * (cfg.padding + row * (image_h + cfg.padding) + image_h / 2)
+        draw.text((strip / 2, centre), str(digit), fill=255, font=font, anchor="mm")
     return np.asarray(image)

@@ -2,7 +2,8 @@
 
 Every ``train.sample_interval`` iterations the generator draws the same ``train.n_fixed`` latent vectors; each
 snapshot is stored as uint8 pixels (a fixed range, so frames of the GIF compare without per-frame
-normalization) with the 0-based epoch and the iteration it was taken at.
+normalization) with the 0-based epoch and the iteration it was taken at. A conditional run's file also holds
+the digit asked for each image (``labels``, the same in every snapshot: one block of rows per digit).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Samples:
     images: list[torch.Tensor] = field(default_factory=list)
     epoch: list[int] = field(default_factory=list)
     iteration: list[int] = field(default_factory=list)
+    labels: torch.Tensor | None = None  # int64 [n_fixed]: the digit of each image (conditional runs only)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -38,12 +40,15 @@ class Samples:
 
     def to_payload(self) -> dict[str, Any]:
         """The file content (also stored in checkpoints): tensors only, so ``weights_only`` loading works."""
-        return {
+        payload = {
             "format": SAMPLES_FORMAT,
             "images": torch.stack(self.images),
             "epoch": torch.tensor(self.epoch, dtype=torch.int64),
             "iteration": torch.tensor(self.iteration, dtype=torch.int64),
         }
+        if self.labels is not None:
+            payload["labels"] = self.labels
+        return payload
 
     @classmethod
     def from_payload(cls, raw: Any, source: str | os.PathLike[str]) -> Samples:
@@ -73,7 +78,12 @@ class Samples:
                 f"{source} holds no samples (shape {list(images.shape)}); train for at least train.sample_interval "
                 f"iterations and {hint}"
             )
-        return cls(list(images.unbind(0)), epoch.tolist(), iteration.tolist())
+        labels = raw.get("labels")
+        if labels is not None and not (
+            isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.shape == (images.shape[1],)
+        ):
+            raise UserError(f"{source} is corrupt: expected int64 labels [N], one per fixed sample; {hint}")
+        return cls(list(images.unbind(0)), epoch.tolist(), iteration.tolist(), labels)
 
 
 def save_samples(samples: Samples, path: str | os.PathLike[str]) -> None:

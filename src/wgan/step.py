@@ -10,6 +10,11 @@ An iteration is one critic step; the generator steps on every iteration ``i`` (0
 whole run, not per epoch as in the tutorial) with ``i % n_critic == 0``, so the cadence does not jump at
 epoch boundaries. Fresh noise is drawn for every step from the seeded ``noise`` stream.
 
+Conditional runs (``train.conditional``, ``wgan.conditional``): both models also take a digit per image. The
+critic sees the real batch with its labels and fakes of uniformly drawn digits; the generator is asked for
+uniformly drawn digits. Per step, the noise stream gives the latents first, then the fake digits, then (wgan-gp)
+the interpolation weights. The penalty holds each interpolate's label fixed at its real image's.
+
 Metrics are summed on the device and read (one host sync) only by ``take_metrics``. Speed choices: fakes for
 the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
 frozen during the generator step; clipping is two ``_foreach`` calls; on the CPU the optimizers run fused
@@ -27,6 +32,7 @@ from typing import Any
 import torch
 
 from wgan import losses, optim
+from wgan.conditional import draw_fake_labels, label_args
 from wgan.config import TrainConfig
 from wgan.distributed import ALONE, World
 from wgan.models import Critic, Generator
@@ -49,6 +55,7 @@ class WGANStep:
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
         self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
         self.gp = cfg.loss == "wgan-gp"
+        self.conditional = cfg.conditional
         cuda = self.device.type == "cuda"
         if cuda:  # TF32 tensor cores for float32 matmuls (10-bit mantissa inputs, float32 sums); CUDA only
             torch.backends.cuda.matmul.allow_tf32 = True  # the legacy switch: the new one breaks legacy readers
@@ -67,14 +74,15 @@ class WGANStep:
         self.generator_count = 0
         self.zero = torch.zeros((), device=self.device)
 
-    def __call__(self, real: torch.Tensor, iteration: int) -> None:
-        """Train on one batch of real images; ``iteration`` is the 0-based global iteration number."""
-        self.critic_step(real)
+    def __call__(self, real: torch.Tensor, iteration: int, labels: torch.Tensor | None = None) -> None:
+        """Train on one batch of real images (and their digits, in a conditional run); ``iteration`` is the
+        0-based global iteration number."""
+        self.critic_step(real, labels)
         if iteration % self.cfg.n_critic == 0:
             self.generator_step(real.shape[0])
 
-    def critic_step(self, real: torch.Tensor) -> None:
-        self._critic_update(real)
+    def critic_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        self._critic_update(real, labels)
         self.critic_count += 1
 
     def generator_step(self, n: int) -> None:
@@ -87,20 +95,28 @@ class WGANStep:
         z = torch.randn(size, self.cfg.latent_dim, device=self.noise.device, generator=self.noise)
         return self.world.share(z).to(self.device)  # the move is a no-op in training (the model's device)
 
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        """Uniform digits from ``self.noise`` for a conditional run's fakes (drawn after the latents), else None."""
+        if not self.conditional:
+            return None
+        return draw_fake_labels(self.noise, n, rank=self.world.rank, world_size=self.world.world_size).to(self.device)
+
     # ------------------------------------------------------------------ (1) update the critic
-    def _critic_update(self, real: torch.Tensor) -> None:
+    def _critic_update(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         n = real.shape[0]
+        z, fake_labels = self._latent(n), self._fake_labels(n)
         with torch.no_grad(), self.autocast():
-            fake = self.generator(self._latent(n)).to(real.dtype)
-        with self.autocast():
-            scores = self.critic(torch.cat([real, fake]))  # one forward for both halves: the critic has no BatchNorm
+            fake = self.generator(z, *label_args(fake_labels)).to(real.dtype)
+        both = None if fake_labels is None else torch.cat([labels, fake_labels])
+        with self.autocast():  # one forward for both halves: the critic has no BatchNorm
+            scores = self.critic(torch.cat([real, fake]), *label_args(both))
         d_real, d_fake = scores[:n], scores[n:]
         loss = losses.critic_loss(d_real, d_fake)
         if self.gp:
             eps = self.world.share(losses.mixing_weights(n * self.world.world_size, real, self.noise))
             x_hat = losses.interpolate(real, fake, eps=eps)
             penalty = losses.gradient_penalty(
-                self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16"
+                self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16", labels=labels
             )
             total = loss + penalty
         else:
@@ -119,8 +135,11 @@ class WGANStep:
         for p in self.critic_params:
             p.requires_grad_(False)
         try:
+            z, fake_labels = self._latent(n), self._fake_labels(n)
             with self.autocast():
-                loss = losses.generator_loss(self.critic(self.generator(self._latent(n))))
+                loss = losses.generator_loss(
+                    self.critic(self.generator(z, *label_args(fake_labels)), *label_args(fake_labels))
+                )
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.world.average_gradients(self.generator.parameters())
@@ -182,15 +201,17 @@ def make_step(
 ) -> WGANStep:
     """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
 
-    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph) and no double
-    backward (loss ``wgan``) and one process (the gradient all-reduce is not recorded); ``graphs=True`` where that
-    does not hold is an error, ``False`` opts out.
+    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph), no double
+    backward (loss ``wgan``), no labels (not conditional) and one process (the gradient all-reduce is not
+    recorded); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
     """
     device = next(generator.parameters()).device
-    can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan"
+    can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan" and not cfg.conditional
     can_graph = can_graph and world.world_size == 1
     if graphs and not can_graph:
-        raise ValueError("CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan' and one process")
+        raise ValueError(
+            "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
+        )
     if not (can_graph if graphs is None else graphs):
         return WGANStep(cfg, generator, critic, noise, world)
     from wgan.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module

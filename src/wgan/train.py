@@ -41,8 +41,9 @@ from wgan.checkpoint import (
     set_rng_states,
 )
 from wgan.cli import StageInterrupted, StopSignals, signal_name
+from wgan.conditional import build_conditional_models, digit_rows, draw_fake_labels, label_args
 from wgan.config import TrainConfig
-from wgan.data import IMAGE_SHAPE, Split, load_prepared, to_uint8
+from wgan.data import IMAGE_SHAPE, N_CLASSES, Split, load_prepared, to_uint8
 from wgan.device import choose_device
 from wgan.distributed import World, use_global_batchnorm
 from wgan.errors import UserError
@@ -123,13 +124,18 @@ class Run:
             )
         if cfg.batch_size % world_size:
             raise UserError(f"train.batch_size = {cfg.batch_size} is not divisible by the {world_size} processes")
+        if cfg.conditional and cfg.n_fixed < N_CLASSES:
+            raise UserError(
+                f"train.n_fixed = {cfg.n_fixed} is too small for a conditional run: its snapshots show each of the "
+                f"{N_CLASSES} digits; raise it to at least {N_CLASSES}"
+            )
         self.per_epoch = n // cfg.batch_size
         epochs_total = cfg.epochs * self.per_epoch
         self.total = epochs_total if cfg.max_iterations == 0 else min(cfg.max_iterations, epochs_total)
         self.fingerprint = run_fingerprint(cfg, paths, device)
         self.world.check_same("the params, data or code of the run", self.fingerprint)
 
-        self.generator, self.critic = build_models(cfg, device)
+        self.generator, self.critic = (build_conditional_models if cfg.conditional else build_models)(cfg, device)
         self.log(f"device: {device}")
         warning = bf16_warning(device, cfg.precision)
         if warning:
@@ -148,14 +154,25 @@ class Run:
         # fixed inputs for the snapshots and for the held-out Wasserstein estimate, from their own streams
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
         self.fixed_z = torch.randn(cfg.n_fixed, cfg.latent_dim, generator=fixed).to(device)
+        self.fixed_labels: torch.Tensor | None = None
+        if cfg.conditional:  # one row per digit, the same first n_fixed // 10 latents in every row
+            per_digit = cfg.n_fixed // N_CLASSES
+            self.fixed_z = self.fixed_z[:per_digit].repeat(N_CLASSES, 1)
+            self.fixed_labels = digit_rows(per_digit).to(device)
         held = torch.Generator().manual_seed(derive_seed(cfg.seed, "heldout"))
         n_held = min(cfg.batch_size, len(test_split))
-        self.held_real = test_split.images[torch.randperm(len(test_split), generator=held)[:n_held]].to(device)
+        held_index = torch.randperm(len(test_split), generator=held)[:n_held]
+        self.held_real = test_split.images[held_index].to(device)
         self.held_z = torch.randn(n_held, cfg.latent_dim, generator=held).to(device)
+        # a conditional critic scores the held-out images with their labels, the fakes with drawn digits
+        self.held_labels: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if cfg.conditional:
+            self.held_labels = (test_split.labels[held_index].to(device), draw_fake_labels(held, n_held).to(device))
         self.images = train_split.images.to(device)
+        self.labels = train_split.labels.to(device) if cfg.conditional else None
 
         self.iteration = 0
-        self.samples = Samples()
+        self.samples = Samples(labels=None if self.fixed_labels is None else self.fixed_labels.cpu())
         history = self._resume()
         self.saved_at = self.iteration if history is not None else None  # the iteration of the checkpoint on disk
         self.saved_state: dict[str, Any] = {}  # what rank 0 saved last, marked finished once the outputs exist
@@ -196,10 +213,10 @@ class Run:
                     self.epoch_start = self.shuffle.get_state()
                     start = self.iteration % self.per_epoch
                     batches = epoch_batches(
-                        self.images, cfg.batch_size, self.shuffle, self.rank, self.world_size, start
+                        self.images, cfg.batch_size, self.shuffle, self.rank, self.world_size, start, self.labels
                     )
-                    for real in itertools.islice(batches, self.total - self.iteration):
-                        self.step(real, self.iteration)  # the WGAN iteration: wgan.step
+                    for real, labels in itertools.islice(batches, self.total - self.iteration):
+                        self.step(real, self.iteration, labels)  # the WGAN iteration: wgan.step
                         self.iteration += 1
                         self.bar.update()
                         if self.iteration % cfg.log_every == 0:
@@ -240,14 +257,16 @@ class Run:
     def snapshot(self) -> None:
         """The fixed latent vectors through the generator in eval mode, kept as uint8 pixels."""
         with _eval_mode(self.generator), torch.no_grad(), self.step.autocast():
-            images = self.generator(self.fixed_z)
+            images = self.generator(self.fixed_z, *label_args(self.fixed_labels))
         self.samples.append(to_uint8(images.float().cpu(), *self.norm), self.epoch_of(self.iteration), self.iteration)
 
     def log_point(self) -> None:
         """Read the metric sums, add the held-out estimate and the rate, stop on a NaN, log."""
         values = self.step.take_metrics()
         with _eval_mode(self.generator), torch.no_grad(), self.step.autocast():
-            d_real, d_fake = self.critic(self.held_real), self.critic(self.generator(self.held_z))
+            real_labels, fake_labels = self.held_labels
+            d_real = self.critic(self.held_real, *label_args(real_labels))
+            d_fake = self.critic(self.generator(self.held_z, *label_args(fake_labels)), *label_args(fake_labels))
             values[M_HELDOUT] = losses.wasserstein_estimate(d_real, d_fake).item()
         for name, value in values.items():  # a NaN or inf anywhere since the last read stays in the sums
             if not math.isfinite(value):

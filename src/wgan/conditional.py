@@ -1,0 +1,143 @@
+"""The conditional WGAN (``train.conditional: true``): ask the generator for a digit, judge it with a projection critic.
+
+* Generator: the latent vector concatenated with a learned embedding of the digit, then the tutorial's MLP.
+* Critic: Miyato & Koyama's projection critic ("cGANs with Projection Discriminator", 2018), on the tutorial's
+  MLP: ``D(x, y) = f(phi(x)) + <embed(y), phi(x)>``, where ``phi`` is the MLP's last hidden layer and ``f``
+  its final linear layer. It needs no change to the losses: weight clipping clips the embedding too, and the
+  gradient penalty is taken with respect to the image, the label held fixed.
+
+Model files record ``n_classes`` in their kwargs: that is what makes a saved model conditional, and
+``wgan.models.load_model`` refuses a conditional file where an unconditional model is expected, or the reverse.
+
+Labels: real ones come with the batch (gathered with the same indices as the images); fake ones are drawn
+uniformly from the step's seeded noise stream, after that step's latent draw, for the whole batch and then
+split by rank with ``wgan.batches.rank_share`` (the data's sharding helper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from wgan.batches import rank_share
+from wgan.config import TrainConfig
+from wgan.data import IMAGE_SHAPE, N_CLASSES
+from wgan.models import Critic, Generator
+
+
+class ConditionalGenerator(nn.Module):
+    """(latent, digit) -> the tutorial's generator MLP over ``[z, embed(digit)]`` -> tanh image."""
+
+    KIND = "generator"  # the same kind and stage as the tutorial's: one models/generator.pt
+    STAGE = "train"
+    CONDITIONAL = True  # takes a label per input (checked by wgan.models.load_model)
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        hidden: Sequence[int] = (128, 256, 512, 1024),
+        img_shape: Sequence[int] = IMAGE_SHAPE,
+        n_classes: int = N_CLASSES,
+        embed_dim: int = N_CLASSES,
+    ) -> None:
+        super().__init__()
+        self.latent_dim, self.n_classes, self.embed_dim = int(latent_dim), int(n_classes), int(embed_dim)
+        self.embed = nn.Embedding(self.n_classes, self.embed_dim)
+        self.net = Generator(self.latent_dim + self.embed_dim, hidden, img_shape)
+        self.hidden, self.img_shape = self.net.hidden, self.net.img_shape
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, self.embed(labels).to(z.dtype)], dim=1))
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "img_shape": list(self.img_shape),
+            "n_classes": self.n_classes,
+            "embed_dim": self.embed_dim,
+        }
+
+
+class ProjectionCritic(nn.Module):
+    """(image, digit) -> ``f(phi(x)) + <embed(digit), phi(x)>``: the tutorial's critic MLP plus a projection term."""
+
+    KIND = "critic"
+    STAGE = "train"
+    CONDITIONAL = True
+
+    def __init__(
+        self, img_shape: Sequence[int] = IMAGE_SHAPE, hidden: Sequence[int] = (512, 256), n_classes: int = N_CLASSES
+    ) -> None:
+        super().__init__()
+        self.net = Critic(img_shape, hidden)
+        self.img_shape, self.hidden, self.n_classes = self.net.img_shape, self.net.hidden, int(n_classes)
+        self.embed = nn.Embedding(self.n_classes, self.hidden[-1])
+        nn.init.xavier_uniform_(self.embed.weight)  # as Miyato's code: N(0, 1) would swamp f(x) at the start
+
+    def forward(self, img: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        layers = self.net.model
+        phi = layers[:-1](img.reshape(img.shape[0], -1))  # the last hidden layer's activations
+        projection = (self.embed(labels) * phi.float()).sum(dim=1, keepdim=True)
+        return layers[-1](phi) + projection
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"img_shape": list(self.img_shape), "hidden": list(self.hidden), "n_classes": self.n_classes}
+
+
+def build_conditional_models(cfg: TrainConfig, device: torch.device) -> tuple[ConditionalGenerator, ProjectionCritic]:
+    """Both conditional models, initialized from ``train.seed`` on the CPU (as ``wgan.models.build_models``)."""
+    torch.manual_seed(cfg.seed)
+    generator = ConditionalGenerator(cfg.latent_dim, cfg.g_hidden, IMAGE_SHAPE, N_CLASSES)
+    critic = ProjectionCritic(IMAGE_SHAPE, cfg.d_hidden, N_CLASSES)
+    return generator.to(device), critic.to(device)
+
+
+def draw_fake_labels(
+    noise: torch.Generator, n: int, n_classes: int = N_CLASSES, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """``n`` uniform digits for this rank: drawn for the whole batch (``n * world_size``) on the stream's device.
+
+    Every rank draws the same whole batch from its copy of the stream and keeps its ``rank_share``, so the
+    stream stays in step across ranks and the labels do not depend on the number of processes.
+    """
+    labels = torch.randint(n_classes, (n * world_size,), device=noise.device, generator=noise)
+    return rank_share(labels, rank, world_size)
+
+
+def label_args(labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The extra call argument of a conditional model, ``(labels,)``; the tutorial's models (None) take none."""
+    return () if labels is None else (labels,)
+
+
+def digit_rows(per_digit: int, n_classes: int = N_CLASSES) -> torch.Tensor:
+    """The labels ``0..0, 1..1, ..., 9..9`` (``per_digit`` each): one row per digit in the snapshot grids."""
+    return torch.arange(n_classes).repeat_interleave(per_digit)
+
+
+def balanced_digits(n: int, n_classes: int = N_CLASSES) -> torch.Tensor:
+    """``n`` labels cycling ``0, 1, ..., 9, 0, ...``: equal numbers of each digit when ``n`` is a multiple of 10."""
+    return torch.arange(n) % n_classes
+
+
+@torch.no_grad()
+def sample_digits(
+    generator: ConditionalGenerator, digits: Sequence[int] | torch.Tensor, seed: int, batch_size: int = 500
+) -> torch.Tensor:
+    """One image of each requested digit, normalized like the training data, in eval mode on the model's device.
+
+    The latents are the ``seed``'s standard-normal draw (CPU), the same ones ``wgan.evaluate.sample_generator``
+    gives an unconditional generator; the result does not depend on ``batch_size``. An unknown digit is a
+    ``ValueError``.
+    """
+    labels = torch.as_tensor(digits, dtype=torch.int64).reshape(-1)
+    if labels.numel() and not bool(((labels >= 0) & (labels < generator.n_classes)).all()):
+        raise ValueError(f"digits must be in 0..{generator.n_classes - 1}, got {sorted(set(labels.tolist()))}")
+    generator.eval()
+    device = next(generator.parameters()).device
+    z = torch.randn(labels.numel(), generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    batches = zip(z.split(batch_size), labels.split(batch_size), strict=True)
+    return torch.cat([generator(zb.to(device), yb.to(device)).cpu() for zb, yb in batches])

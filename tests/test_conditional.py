@@ -1,0 +1,202 @@
+"""The conditional WGAN: models, the projection term, fake labels, training, model files, and the unconditional
+path's weights, bit for bit those of the code before the conditional model existed.
+
+Small models and synthetic data, as in test_train.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_train import SMALL, _assert_same_state, _batch, _cfg, _project, _run
+
+from wgan.batches import epoch_batches
+from wgan.conditional import (
+    ConditionalGenerator,
+    ProjectionCritic,
+    build_conditional_models,
+    draw_fake_labels,
+    sample_digits,
+)
+from wgan.errors import UserError
+from wgan.models import Generator, load_model, save_model
+from wgan.monitor import M_GP, model_summary
+from wgan.step import WGANStep, make_step
+
+REPO = Path(__file__).resolve().parents[1]
+# The last commit before the conditional model: the unconditional path must train exactly as it did there.
+BEFORE_CONDITIONAL = "e7a1d02"
+
+
+def _models(**overrides: Any) -> tuple[ConditionalGenerator, ProjectionCritic]:
+    return build_conditional_models(_cfg(conditional=True, **overrides), torch.device("cpu"))
+
+
+def test_shapes_and_model_files_record_the_condition(tmp_path: Path) -> None:
+    generator, critic = _models()
+    z, labels = torch.randn(5, 16), torch.tensor([0, 3, 9, 3, 1])
+    images = generator(z, labels)
+    assert images.shape == (5, 1, 28, 28) and critic(images, labels).shape == (5, 1)
+    save_model(generator, tmp_path / "g.pt")
+    loaded = load_model(tmp_path / "g.pt", (Generator, ConditionalGenerator))
+    assert isinstance(loaded, ConditionalGenerator) and loaded.n_classes == 10 and loaded.hidden == (32, 64)
+    assert torch.equal(loaded(z, labels), generator.eval()(z, labels))
+    summary = model_summary(critic, (1, 28, 28), "Critic")
+    assert f"Total params: {sum(p.numel() for p in critic.parameters()):,}" in summary and "Embedding" in summary
+
+
+def test_loading_the_other_kind_of_generator_is_a_one_line_error(tmp_path: Path) -> None:
+    save_model(_models()[0], tmp_path / "conditional.pt")
+    save_model(Generator(16, (32, 64)), tmp_path / "plain.pt")
+    with pytest.raises(UserError, match=r"holds a conditional generator but an unconditional one is expected") as e:
+        load_model(tmp_path / "conditional.pt", Generator)
+    assert "\n" not in str(e.value) and "train.conditional: false" in str(e.value)
+    with pytest.raises(UserError, match=r"holds an unconditional generator but a conditional one is expected"):
+        load_model(tmp_path / "plain.pt", ConditionalGenerator)
+    assert isinstance(load_model(tmp_path / "plain.pt", (Generator, ConditionalGenerator)), Generator)
+
+
+def test_projection_critic_is_f_plus_the_label_projection() -> None:
+    _, critic = _models()
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 7, 8, 9])
+    phi = critic.net.model[:-1](x.flatten(1))
+    f = critic.net.model[-1](phi)
+    expected = f + (critic.embed.weight[labels] * phi).sum(1, keepdim=True)
+    torch.testing.assert_close(critic(x, labels), expected)
+    # the score difference between two labels is exactly the difference of their projections
+    other = (labels + 1) % 10
+    diff = (critic.embed.weight[labels] - critic.embed.weight[other]) * phi
+    torch.testing.assert_close(critic(x, labels) - critic(x, other), diff.sum(1, keepdim=True))
+
+
+def test_generator_output_depends_on_the_label() -> None:
+    generator = _models()[0].eval()
+    z = torch.randn(4, 16).repeat(10, 1)
+    images = generator(z, torch.arange(10).repeat_interleave(4)).view(10, 4, -1)
+    for a in range(10):
+        for b in range(a):
+            assert (images[a] - images[b]).abs().max() > 1e-3, (a, b)
+
+
+def test_fake_labels_are_uniform_and_drawn_after_the_latents() -> None:
+    step = make_step(_cfg(conditional=True), *_models(), torch.Generator().manual_seed(5))
+    labels = torch.cat([step._fake_labels(64) for _ in range(300)])  # 19,200 draws over a batch stream
+    counts = torch.bincount(labels, minlength=10).float()
+    expected = len(labels) / 10
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 27.9, counts  # chi-square, 9 degrees of freedom: p = 0.001
+
+    noise = torch.Generator().manual_seed(5)  # the documented order: latents first, then the fake digits
+    z, fake = step._latent(8), step._fake_labels(8)
+    step.noise.manual_seed(5)
+    assert torch.equal(step._latent(8), torch.randn(8, 16, generator=noise))
+    assert torch.equal(step._fake_labels(8), torch.randint(10, (8,), generator=noise))
+    assert z.shape == (8, 16) and fake.dtype == torch.int64
+
+
+def test_fake_labels_are_sliced_by_rank_from_the_whole_batch() -> None:
+    whole = draw_fake_labels(torch.Generator().manual_seed(3), 12)
+    shares, states = [], []
+    for rank in range(4):
+        noise = torch.Generator().manual_seed(3)
+        shares.append(draw_fake_labels(noise, 3, rank=rank, world_size=4))
+        states.append(noise.get_state())
+    assert all(len(s) == 3 for s in shares)
+    assert torch.equal(torch.stack(shares, dim=1).reshape(-1), whole)  # rank r holds rows r, r + 4, r + 8
+    assert all(torch.equal(s, states[0]) for s in states)  # the ranks' streams stay in step
+
+
+def test_batches_carry_the_labels_of_their_images() -> None:
+    images = torch.arange(40, dtype=torch.float32).view(40, 1, 1, 1)
+    labels = torch.arange(40) % 10
+    shuffle = torch.Generator().manual_seed(0)
+    for real, y in epoch_batches(images, 8, shuffle, rank=1, world_size=2, labels=labels):
+        assert y is not None and torch.equal(y, real.flatten().long() % 10) and len(y) == 4
+
+
+def test_conditional_steps_train_both_models_with_clipping_and_with_the_penalty() -> None:
+    for loss, optimizer in (("wgan", "rmsprop"), ("wgan-gp", "adam")):
+        cfg = _cfg(conditional=True, loss=loss, optimizer=optimizer, lr=1e-3)
+        generator, critic = build_conditional_models(cfg, torch.device("cpu"))
+        step = WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
+        embed_before = critic.embed.weight.detach().clone()
+        g_before = generator.embed.weight.detach().clone()
+        for i in range(3):
+            step(_batch(seed=i), i, torch.randint(10, (32,)))
+        assert not torch.equal(critic.embed.weight, embed_before) and not torch.equal(generator.embed.weight, g_before)
+        if loss == "wgan":
+            assert max(p.abs().max().item() for p in critic.parameters()) <= cfg.clip_value
+        else:
+            assert step.take_metrics()[M_GP] > 0
+
+
+def test_conditional_run_snapshots_one_row_per_digit_and_is_deterministic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = {"conditional": True, "epochs": 2, "n_fixed": 25, "log_every": 4}
+    first = _run(_project(tmp_path / "a"), monkeypatch, _cfg(**params))
+    assert first.samples.labels is not None and first.samples.labels.tolist() == [d for d in range(10) for _ in "ab"]
+    last = first.samples.images[-1]
+    assert last.shape == (20, 1, 28, 28)
+    second = _run(_project(tmp_path / "b"), monkeypatch, _cfg(**{**params, "log_every": 7}))
+    _assert_same_state(first.generator.state_dict(), second.generator.state_dict())
+    _assert_same_state(first.critic.state_dict(), second.critic.state_dict())
+    with pytest.raises(UserError, match=r"train.n_fixed = 8 is too small for a conditional run"):
+        _run(_project(tmp_path / "c"), monkeypatch, _cfg(conditional=True, n_fixed=8))
+
+
+def test_sample_digits_gives_the_asked_digits_independent_of_batching() -> None:
+    generator = _models()[0]
+    digits = [7, 7, 0, 3, 9]
+    images = sample_digits(generator, digits, seed=4, batch_size=2)
+    assert images.shape == (5, 1, 28, 28)
+    z = torch.randn(5, 16, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(images, generator.eval()(z, torch.tensor(digits)))
+    torch.testing.assert_close(images, sample_digits(generator, digits, seed=4, batch_size=500))
+    with pytest.raises(ValueError, match=r"digits must be in 0..9, got \[10\]"):
+        sample_digits(generator, [10], seed=0)
+
+
+_REFERENCE_RUN = """
+import sys, torch
+from wgan.config import parse_section
+from wgan.paths import TrainPaths
+from wgan.train import train
+out = {}
+for loss, optimizer in (("wgan", "rmsprop"), ("wgan-gp", "adam")):
+    cfg = parse_section("train", {**SMALL, "loss": loss, "optimizer": optimizer, "epochs": 2, "log_every": 5})
+    result = train(cfg, TrainPaths(), device=torch.device("cpu"), log=lambda _: None)
+    out[loss] = {**result.generator.state_dict(), **{"D." + k: v for k, v in result.critic.state_dict().items()}}
+torch.save(out, sys.argv[1])
+"""
+
+
+def _weights(code: Path, root: Path) -> dict[str, dict[str, torch.Tensor]]:
+    script = f"SMALL = {SMALL!r}\n{_REFERENCE_RUN}"
+    env = {"PYTHONPATH": str(code), "WGAN_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "PATH": ""}
+    subprocess.run([sys.executable, "-c", script, str(root / "w.pt")], cwd=root, env=env, check=True)
+    return torch.load(root / "w.pt", weights_only=True)
+
+
+def test_unconditional_weights_are_bit_identical_to_the_code_before_this_model(tmp_path: Path) -> None:
+    """Both losses, trained by this code and by the code of BEFORE_CONDITIONAL (read from git), same params."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", BEFORE_CONDITIONAL, "src"], cwd=REPO, capture_output=True
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"git history without {BEFORE_CONDITIONAL} (a shallow clone?)")
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(tmp_path / "before", filter="data")
+    before = _weights(tmp_path / "before/src", _project(tmp_path / "a"))
+    now = _weights(REPO / "src", _project(tmp_path / "b"))
+    for loss in ("wgan", "wgan-gp"):
+        _assert_same_state(before[loss], now[loss])
+    assert not torch.equal(before["wgan"]["model.0.weight"], before["wgan-gp"]["model.0.weight"])
