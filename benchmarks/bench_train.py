@@ -122,11 +122,11 @@ class ProjectLoop:
 
     def run(self, iterations: int) -> None:
         for _ in range(iterations):
-            real = next(self.batches, None)
-            if real is None:
+            batch = next(self.batches, None)
+            if batch is None:
                 self.batches = epoch_batches(self.images, self.cfg.batch_size, self.shuffle)
-                real = next(self.batches)
-            self.step(real, self.iteration)
+                batch = next(self.batches)
+            self.step(batch[0], self.iteration)  # (images, labels): the tutorial's model takes no labels
             self.iteration += 1
             if self.iteration % self.cfg.log_every == 0:
                 self.step.take_metrics()
