@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wgan import paths
 from wgan.cli import run_stage
+from wgan.conditional import ConditionalGenerator
 from wgan.config import load_section
 from wgan.generate import Layout, pixel_norm, walk_pixels, write_walk
 from wgan.models import Generator, load_model
@@ -12,7 +13,7 @@ from wgan.models import Generator, load_model
 def main() -> None:
     """Walk the trained generator's latent space in a loop, ``latent_walk.n`` walks side by side."""
     cfg = load_section("latent_walk")
-    generator = load_model(paths.GENERATOR, Generator)
+    generator = load_model(paths.GENERATOR, (Generator, ConditionalGenerator))
     frames = walk_pixels(generator, cfg.n, cfg.steps, cfg.points, cfg.seed, pixel_norm())
     layout = Layout(cfg.nrow, cfg.padding, cfg.scale)
     written, size = write_walk(frames, paths.LATENT_WALK, layout, cfg.duration_ms, cfg.loop)

@@ -22,6 +22,7 @@ from test_gif import read_gif
 from test_render import read_png
 
 from wgan.command import main
+from wgan.conditional import ConditionalGenerator
 from wgan.generate import generate, pixel_norm, sample_pixels, walk_pixels
 from wgan.latent import draw_latents, keyframes
 from wgan.models import Critic, Generator, load_model, save_model
@@ -184,3 +185,42 @@ def test_help_of_every_subcommand(capsys) -> None:
             run(sub, "--help")
         assert exit_info.value.code == 0
         assert f"usage: wgan {sub}" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def conditional_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "generator.pt"
+    save_model(ConditionalGenerator(latent_dim=LATENT, hidden=(32, 64)), path)
+    return path
+
+
+def test_sample_digit_draws_that_digit_from_a_conditional_generator(conditional_model: Path, tmp_path: Path) -> None:
+    """--digit D: the same latents with label D; without it, a conditional generator draws 0, 1, ..., 9 in turn."""
+    generator = load_model(conditional_model, ConditionalGenerator)
+    z, norm = draw_latents((12,), LATENT, 0), pixel_norm()
+    for digit in ("3", "8"):
+        out = str(tmp_path / f"{digit}.png")
+        run("sample", "--model", str(conditional_model), "--n", "12", "--digit", digit, "--nrow", "12", "--out", out)
+        expected = generate(generator, z, norm, torch.full((12,), int(digit)))
+        np.testing.assert_array_equal(read_png(tmp_path / f"{digit}.png"), make_grid(expected, 12, 2, 2))
+    assert not np.array_equal(read_png(tmp_path / "3.png"), read_png(tmp_path / "8.png"))  # the label matters
+    run("sample", "--model", str(conditional_model), "--n", "12", "--nrow", "12", "--out", str(tmp_path / "all.png"))
+    cycled = generate(generator, z, norm, torch.arange(12) % 10)
+    np.testing.assert_array_equal(read_png(tmp_path / "all.png"), make_grid(cycled, 12, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("which", "digit", "message"),
+    [
+        ("unconditional", "3", "error: --digit needs a conditional generator"),
+        ("conditional", "10", "error: --digit 10 is not a digit of this generator (0 to 9)"),
+    ],
+)
+def test_a_digit_the_generator_cannot_draw_is_one_line(
+    model: Path, conditional_model: Path, tmp_path: Path, which: str, digit: str, message: str
+) -> None:
+    path = conditional_model if which == "conditional" else model
+    done = wgan("sample", "--model", str(path), "--digit", digit, "--out", "x.png", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith(message), done.stderr
+    assert not (tmp_path / "x.png").exists()

@@ -1,6 +1,7 @@
 """The ``wgan`` command: use the trained generator, and compare seed-replicated experiments.
 
     wgan sample --n 64 --seed 0 --out digits.png      a grid (or --out some/dir/: one PNG per image)
+    wgan sample --digit 7 --out sevens.png            a conditional generator draws the digit asked for
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
     wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
 
@@ -21,6 +22,7 @@ from wgan.cli import run_stage
 from wgan.errors import UserError
 
 if TYPE_CHECKING:
+    from wgan.conditional import ConditionalGenerator
     from wgan.models import Generator
 
 MODEL = "models/generator.pt"
@@ -55,6 +57,11 @@ def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
     parser.add_argument("--nrow", type=_int_at_least(1), default=8, help="images per grid row (default: %(default)s)")
     parser.add_argument("--padding", type=_int_at_least(0), default=2, help="pixels between images (default: 2)")
     parser.add_argument("--scale", type=_int_at_least(1), default=2, help="integer upscale factor (default: 2)")
+    parser.add_argument(
+        "--digit",
+        type=_int_at_least(0),
+        help="the digit to draw, with a conditional generator (default: 0, 1, ..., 9 in turn)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +105,12 @@ def _output(out: str, suffix: str) -> Path:
     return path
 
 
-def _load(model: str) -> Generator:
-    from wgan.models import Generator, load_model  # here, not at the top: `wgan compare` needs no torch
+def _load(model: str) -> Generator | ConditionalGenerator:
+    # here, not at the top: `wgan compare` needs no torch
+    from wgan.conditional import ConditionalGenerator
+    from wgan.models import Generator, load_model
 
-    return load_model(model, Generator, MODEL_HINT)
+    return load_model(model, (Generator, ConditionalGenerator), MODEL_HINT)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -111,7 +120,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     folder = args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()
     out = Path(args.out) if folder else _output(args.out, ".png")
-    pixels = sample_pixels(_load(args.model), args.n, args.seed, pixel_norm())
+    pixels = sample_pixels(_load(args.model), args.n, args.seed, pixel_norm(), args.digit)
     if folder:
         paths = write_each(pixels, out, args.scale)
         side = pixels.shape[-1] * args.scale
@@ -129,7 +138,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     out = _output(args.out, ".gif")
     if args.points > args.steps:
         raise UserError(f"--points {args.points} is more than --steps {args.steps}; every point needs a frame")
-    frames = walk_pixels(_load(args.model), args.n, args.steps, args.points, args.seed, pixel_norm())
+    frames = walk_pixels(_load(args.model), args.n, args.steps, args.points, args.seed, pixel_norm(), args.digit)
     written, size = write_walk(frames, out, Layout(args.nrow, args.padding, args.scale), args.duration_ms, args.loop)
     print(f"wrote {out}: {written} frames of {args.n} walks, {size / 1e6:.2f} MB")
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wgan.conditional import ConditionalGenerator
 from wgan.config import PARAMS_FILE, defaults, load_section
 from wgan.data import to_uint8
 from wgan.errors import UserError
@@ -44,29 +45,67 @@ def pixel_norm(params_path: str | os.PathLike[str] = PARAMS_FILE) -> tuple[float
     return cfg.mean, cfg.std
 
 
+def digits_for(generator: Generator | ConditionalGenerator, n: int, digit: int | None) -> torch.Tensor | None:
+    """The digits of ``n`` images: ``digit`` for each, or 0, 1, ..., 9, 0, ... when none is asked for; None for the
+    tutorial's (unconditional) generator, which cannot be asked for a digit."""
+    if not isinstance(generator, ConditionalGenerator):
+        if digit is not None:
+            raise UserError(
+                "--digit needs a conditional generator (train with train.conditional: true); this one draws "
+                "random digits: leave --digit out"
+            )
+        return None
+    if digit is not None and not 0 <= digit < generator.n_classes:
+        raise UserError(f"--digit {digit} is not a digit of this generator (0 to {generator.n_classes - 1})")
+    return torch.full((n,), digit) if digit is not None else torch.arange(n) % generator.n_classes
+
+
 @torch.no_grad()
-def generate(generator: Generator, z: torch.Tensor, norm: tuple[float, float]) -> np.ndarray:
-    """uint8 images [N, H, W] of latents ``z`` [N, latent_dim], with the generator in eval mode."""
+def generate(
+    generator: Generator | ConditionalGenerator,
+    z: torch.Tensor,
+    norm: tuple[float, float],
+    labels: torch.Tensor | None = None,
+) -> np.ndarray:
+    """uint8 images [N, H, W] of latents ``z`` [N, latent_dim] (and, for a conditional generator, digits
+    ``labels`` [N]), with the generator in eval mode."""
     channels = generator.img_shape[0]
     if channels != 1:
         raise UserError(f"the generator makes {channels}-channel images; wgan draws grayscale ones (1 channel)")
     generator.eval()
-    images = torch.cat([generator(batch) for batch in z.split(BATCH_SIZE)])
+    if labels is None:
+        images = torch.cat([generator(batch) for batch in z.split(BATCH_SIZE)])
+    else:
+        pairs = zip(z.split(BATCH_SIZE), labels.split(BATCH_SIZE), strict=True)
+        images = torch.cat([generator(batch, digits) for batch, digits in pairs])
     return to_uint8(images, *norm)[:, 0].numpy()
 
 
-def sample_pixels(generator: Generator, n: int, seed: int, norm: tuple[float, float]) -> np.ndarray:
-    """``n`` images [n, H, W] of the latents drawn with ``seed``."""
-    return generate(generator, draw_latents((n,), generator.latent_dim, seed), norm)
+def sample_pixels(
+    generator: Generator | ConditionalGenerator, n: int, seed: int, norm: tuple[float, float], digit: int | None = None
+) -> np.ndarray:
+    """``n`` images [n, H, W] of the latents drawn with ``seed`` (of ``digit``, for a conditional generator)."""
+    labels = digits_for(generator, n, digit)
+    return generate(generator, draw_latents((n,), generator.latent_dim, seed), norm, labels)
 
 
 def walk_pixels(
-    generator: Generator, n: int, steps: int, points: int, seed: int, norm: tuple[float, float]
+    generator: Generator | ConditionalGenerator,
+    n: int,
+    steps: int,
+    points: int,
+    seed: int,
+    norm: tuple[float, float],
+    digit: int | None = None,
 ) -> np.ndarray:
-    """``n`` closed walks in lockstep through ``points`` random latents each: uint8 frames [steps, n, H, W]."""
+    """``n`` closed walks in lockstep through ``points`` random latents each: uint8 frames [steps, n, H, W].
+
+    A conditional generator keeps each walk on one digit: ``digit``, or walk ``i`` on digit ``i % 10``."""
     anchors = draw_latents((points, n), generator.latent_dim, seed)
     z = latent_walk(anchors, steps)
-    images = generate(generator, z.reshape(steps * n, -1), norm)
+    row_digits = digits_for(generator, n, digit)
+    labels = None if row_digits is None else row_digits.repeat(steps)
+    images = generate(generator, z.reshape(steps * n, -1), norm, labels)
     return images.reshape(steps, n, *images.shape[1:])
 
 
