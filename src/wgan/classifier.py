@@ -184,8 +184,8 @@ def load_real_features(path: str | os.PathLike[str]) -> RealFeatures:
     """Load and check the classifier stage's real-data features."""
     raw = torch_load_safe(path, "real-data features", REAL_FEATURES_HINT)
     try:
-        if raw["format"] != REAL_FEATURES_FORMAT:
-            raise ValueError(raw["format"])
+        if not isinstance(raw, dict) or raw.get("format") != REAL_FEATURES_FORMAT:
+            raise ValueError("format")
         splits = [Outputs(features=raw[s]["features"], probs=raw[s]["probs"]) for s in ("train", "test")]
         shares = raw["test_shares"]
         for out in splits:
@@ -194,6 +194,6 @@ def load_real_features(path: str | os.PathLike[str]) -> RealFeatures:
                 raise ValueError("shapes")
         if shares.shape != (N_CLASSES,):
             raise ValueError("shares")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
         raise UserError(f"{path} is not a real-features file ({REAL_FEATURES_FORMAT}); {REAL_FEATURES_HINT}") from exc
     return RealFeatures(train=splits[0], test=splits[1], test_shares=shares)

@@ -90,9 +90,11 @@ def load_module(path: str | os.PathLike[str], kind: str, cls: type[M], hint: str
     if not isinstance(raw, dict) or raw.get("kind") != kind or not isinstance(raw.get("kwargs"), dict):
         raise UserError(f"{path} is not a saved {kind}; {hint}")
     try:
+        with torch.device("meta"):  # check sizes against the weights first: absurd ones cost no memory here
+            cls(**raw["kwargs"]).load_state_dict(raw.get("state_dict"), assign=True)
         model = cls(**raw["kwargs"])
         model.load_state_dict(raw["state_dict"])
-    except (TypeError, RuntimeError, ValueError) as exc:
+    except (TypeError, RuntimeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path} does not hold a valid {kind} ({first_line(exc)}); {hint}") from exc
     return model.eval()
 
