@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from wgan.errors import UserError
 from wgan.models import Critic, Generator, load_generator, load_model, save_model
 from wgan.prepare import prepare_splits
 from wgan.render import render_grids
+from wgan.train import load_checkpoint
 
 SAMPLES_FORMAT = "wgan-samples-v1"
 
@@ -125,6 +127,19 @@ def check_error(exc: UserError, path: Path) -> None:
     assert path.name in message, message
 
 
+def load_damaged(content: bytes, name: str, loader: Callable[[Path], Any]) -> Any:
+    """``loader`` on ``content`` saved as ``name``: what it returns, or None after a one-line error naming it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, name)
+        path.write_bytes(content)
+        with time_limit(30):
+            try:
+                return loader(path)
+            except UserError as exc:
+                check_error(exc, path)
+                return None
+
+
 # ----------------------------------------------------------------------------- IDX files
 
 
@@ -182,16 +197,9 @@ def prepared_payload() -> dict[str, Any]:
 @fuzz(80)
 @given(st.data())
 def test_prepared_split(data: st.DataObject):
-    content = data.draw(corrupted_pt(prepared_payload()))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "train.pt")
-        path.write_bytes(content)
-        with time_limit(30):
-            try:
-                split = load_prepared(path, 0.5, 0.5)
-            except UserError as exc:
-                check_error(exc, path)
-                return
+    split = load_damaged(data.draw(corrupted_pt(prepared_payload())), "train.pt", lambda p: load_prepared(p, 0.5, 0.5))
+    if split is None:
+        return
     # accepted: what train and classifier need
     assert split.images.dtype == torch.float32 and tuple(split.images.shape[1:]) == (1, 28, 28)
     assert bool(torch.isfinite(split.images).all())
@@ -274,16 +282,8 @@ LOADERS = {
 def test_model_files(kind: str, data: st.DataObject):
     payload = model_payload(kind)
     content = data.draw(st.one_of(corrupted_pt(payload), kwargs_edits(payload).map(torch_bytes)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, f"{kind}.pt")
-        path.write_bytes(content)
-        with time_limit(30):
-            try:
-                model = LOADERS[kind](path)
-            except UserError as exc:
-                check_error(exc, path)
-                return
-            assert isinstance(model, torch.nn.Module) and not model.training
+    model = load_damaged(content, f"{kind}.pt", LOADERS[kind])
+    assert model is None or (isinstance(model, torch.nn.Module) and not model.training)
     assert not Path("PWNED").exists()
 
 
@@ -302,12 +302,35 @@ def features_payload() -> dict[str, Any]:
 @fuzz(40)
 @given(st.data())
 def test_real_features_file(data: st.DataObject):
-    content = data.draw(corrupted_pt(features_payload()))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "real_features.pt")
-        path.write_bytes(content)
-        with time_limit(30):
-            try:
-                load_real_features(path)
-            except UserError as exc:
-                check_error(exc, path)
+    load_damaged(data.draw(corrupted_pt(features_payload())), "real_features.pt", load_real_features)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+FINGERPRINT = {"config": {"lr": 5e-05}, "data": {"train": "ab", "test": "cd"}, "code": "ef", "device_type": "cpu"}
+
+
+def checkpoint_payload() -> dict[str, Any]:
+    return {
+        "format": "wgan-checkpoint-v1",
+        "fingerprint": FINGERPRINT,
+        "finished": False,
+        "iteration": 10,
+        "generator": {"w": torch.zeros(3, 2)},
+    }
+
+
+@fuzz(40)
+@given(st.data())
+def test_checkpoint_is_resumed_only_when_it_is_whole_and_ours(data: st.DataObject):
+    """A damaged checkpoint is never an error: it is ignored with a message and training starts over."""
+    messages: list[str] = []
+    ckpt = load_damaged(
+        data.draw(corrupted_pt(checkpoint_payload())),
+        "checkpoint.pt",
+        lambda p: load_checkpoint(p, FINGERPRINT, messages.append),
+    )
+    if ckpt is None:
+        assert len(messages) == 1 and "\n" not in messages[0] and "checkpoint.pt" in messages[0], messages
+    else:
+        assert ckpt["fingerprint"] == FINGERPRINT and not messages
