@@ -423,7 +423,7 @@ def _dvc_repo(tmp_path: Path) -> Path:
 
     `dvc repro --single-item train` then runs train alone (download and prepare would need MNIST).
     """
-    repo = make_repo(tmp_path / "repo", {"train": {**SMALL, **RUN}})
+    repo = make_repo(tmp_path / "repo", {"train": {**SMALL, **RUN}, "render": {"n_images": 4, "nrow": 2}})  # <= n_fixed
     _write_split(repo / "data/prepared/train.pt", N_TRAIN, seed=0)  # the data of test_train's _project
     _write_split(repo / "data/prepared/test.pt", 64, seed=1)
     dvc(repo, "repro", "params")  # the validated-params marker every stage depends on
