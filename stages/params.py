@@ -40,7 +40,8 @@ def main() -> None:
     try:
         check_params()
     except UserError as exc:
-        show_to_git(Path("params.yaml"))  # so the recovery below works
+        if os.environ.get("DVC_STAGE"):  # run by DVC, which may have just written params.yaml
+            show_to_git(Path("params.yaml"))  # so the recovery below works
         raise UserError(f"{exc}; {RECOVERY}") from exc
     atomic_write_bytes(MARKER, MARKER_TEXT)
     print(f"params.yaml is valid; wrote {MARKER}")
