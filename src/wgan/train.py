@@ -470,7 +470,7 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any], log: Callable[[str]
     if reason:
         log(f"ignoring checkpoint {path}: it was made with {reason}; training from scratch")
         return None
-    if ckpt.get("finished"):
+    if ckpt.get("finished") is True:  # `is`: a damaged file may hold a tensor here, whose truth value raises
         log(f"checkpoint {path} holds a finished run; training again from scratch")
         return None
     return ckpt
