@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 # torch and torchvision are pinned exactly in pyproject.toml: pip takes them from this machine's disk.
 
-.PHONY: run test install install-dev lint clean-venv
+.PHONY: run test fuzz install install-dev lint clean-venv
 
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
@@ -14,6 +14,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+# A long fuzzing run: FUZZ_EXAMPLES random examples per fuzz test (`make test` runs a fixed few hundred in all).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(VENV)/.installed-dev
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/test_fuzz_params.py tests/test_fuzz_files.py \
+		--hypothesis-show-statistics
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

@@ -19,7 +19,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_prepare_downloads_verifies_and_prepares(repo):
     out = dvc(repo, "repro", "prepare").stdout
-    assert ran_stages(out) == {"download", "prepare"}
+    assert ran_stages(out) == {"params", "download", "prepare"}
     assert "digests verified" in out
     raw = repo / "data/raw/MNIST/raw"
     sizes = {p.name: p.stat().st_size for p in raw.iterdir()}
@@ -53,7 +53,7 @@ def test_changing_prepare_std_reruns_prepare_only(repo):
     params["prepare"]["std"] = 0.25
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(repo, "repro", "prepare").stdout
-    assert ran_stages(out) == {"prepare"}
+    assert ran_stages(out) == {"params", "prepare"}  # `params` validates the change, then prepare reruns
     train = load_prepared(repo / "data/prepared/train.pt")
     assert train.std == 0.25
     assert train.images.min().item() == pytest.approx(-2.0) and train.images.max().item() == pytest.approx(2.0)

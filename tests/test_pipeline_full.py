@@ -17,7 +17,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "evaluate"}
+ALL_STAGES = {"params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "evaluate"}
 QUICK = {
     "train": {"max_iterations": 120, "sample_interval": 40, "log_every": 20},
     "gif": {"stride": 1},
@@ -96,7 +96,7 @@ def test_metrics_show_lists_training_and_quality_numbers(repo):
 
 def test_exp_run_lr_reruns_train_and_downstream_only(repo):
     out = dvc(repo, "exp", "run", "-S", "train.lr=1e-4").stdout
-    assert ran_stages(out) == {"train", "render", "gif", "latent_walk", "evaluate"}
+    assert ran_stages(out) == {"params", "train", "render", "gif", "latent_walk", "evaluate"}
     diff = dvc(repo, "params", "diff").stdout
     assert "train.lr" in diff and "5e-05" in diff and "0.0001" in diff
     exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
@@ -110,14 +110,14 @@ def test_exp_run_lr_reruns_train_and_downstream_only(repo):
 
 def test_gif_param_reruns_only_gif(repo):
     set_params(repo, gif={"duration_ms": 250})
-    assert ran_stages(dvc(repo, "repro").stdout) == {"gif"}
+    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "gif"}  # `params` validates every change
     with Image.open(repo / "results/wgan.gif") as gif:
         assert gif.info["duration"] == 250
 
 
 def test_render_param_reruns_render_and_gif_only(repo):
     set_params(repo, render={"scale": 1, "caption": False, "nrow": 4, "n_images": 16})
-    assert ran_stages(dvc(repo, "repro").stdout) == {"render", "gif"}
+    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "render", "gif"}
     with Image.open(repo / "results/samples/final.png") as grid:
         assert grid.size == (4 * 30 + 2, 4 * 30 + 2)
 
@@ -132,7 +132,7 @@ def test_train_params_rerun_train(repo, key, value):
 
 def test_evaluate_param_reruns_only_evaluate(repo):
     set_params(repo, evaluate={"n_samples": 800})
-    assert ran_stages(dvc(repo, "repro").stdout) == {"evaluate"}
+    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "evaluate"}
 
 
 def test_plots_show_renders_curves_and_images(repo, tmp_path):
@@ -147,3 +147,73 @@ def test_plots_show_renders_curves_and_images(repo, tmp_path):
         "digit",
     ):
         assert fragment in html, fragment
+
+
+# ----------------------------------------------------------------------------- a rejected param costs nothing
+
+KEPT = ("models", "dvclive", "results")
+
+
+def snapshot(repo: Path) -> dict[str, bytes]:
+    """Every file of a finished run that a failed run could delete or damage, with its bytes."""
+    files = [p for top in KEPT for p in sorted((repo / top).rglob("*")) if p.is_file()]
+    return {str(p.relative_to(repo)): p.read_bytes() for p in files}
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def finished(repo: Path) -> dict[str, bytes]:
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "commit", "--allow-empty", "-qm", "a finished run"], cwd=repo, check=True)
+    assert "up to date" in dvc(repo, "status").stdout
+    return snapshot(repo)
+
+
+BAD = [  # (how, key, value, a fragment of the message)
+    ("repro", "train.n_critic", 0, "train.n_critic = 0 is out of range"),
+    ("repro", "train.n_crtic", 5, "did you mean 'n_critic'"),
+    ("repro", "render.n_images", 100, "render.n_images = 100 is larger than train.n_fixed"),
+    ("exp", "train.lr", ".nan", "train.lr = '.nan' is invalid: expected a number"),  # DVC writes it quoted
+    ("exp", "train.loss", "hinge", "train.loss = 'hinge' is invalid"),
+    ("exp", "evaluate.pr_k", 0, "evaluate.pr_k = 0 is out of range"),
+]
+
+
+@pytest.mark.parametrize(("how", "key", "value", "expect"), BAD, ids=[f"{b[0]}-{b[1]}={b[2]}" for b in BAD])
+def test_bad_param_fails_before_any_output_is_deleted(repo, finished, how, key, value, expect):
+    section, name = key.split(".")
+    if how == "repro":
+        set_params(repo, **{section: {name: value}})
+        proc = dvc(repo, "repro", check=False)
+    else:
+        proc = dvc(repo, "exp", "run", "-S", f"{key}={value}", check=False)
+    line = one_error_line(proc)
+    assert expect in line and "no stage ran and no output was removed" in line, line
+    assert "`git checkout params.yaml`" in line, line
+    assert ran_stages(proc.stdout) == {"params"}
+    assert snapshot(repo) == finished
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)  # the recovery the message names
+    assert "up to date" in dvc(repo, "status").stdout
+    assert snapshot(repo) == finished
+
+
+@pytest.mark.parametrize(("stage", "key", "value"), [("train", "n_critic", 0), ("evaluate", "pr_k", 0)])
+def test_outputs_dvc_deleted_come_back_with_the_checkout_the_message_names(repo, finished, stage, key, value):
+    """`dvc repro --single-item` skips the params stage: the stage itself refuses, after DVC deleted its outputs."""
+    set_params(repo, **{stage: {key: value}})
+    line = one_error_line(dvc(repo, "repro", "--single-item", stage, check=False))
+    assert f"{stage}.{key} = 0 is out of range" in line
+    assert line.endswith(f"`dvc checkout {stage}` restores its last outputs"), line
+    assert snapshot(repo) != finished  # DVC deleted them before running the stage
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
+    dvc(repo, "checkout", stage)
+    assert snapshot(repo) == finished  # dvclive/ and the metrics too: every output but the checkpoint is cached
+    assert "up to date" in dvc(repo, "status").stdout

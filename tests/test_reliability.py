@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import BIN, REPO, make_repo, stage_env
+from conftest import BIN, REPO, dvc, make_repo, stage_env
 from test_bad_inputs import evil_pickle
 from test_train import SMALL, STAGE, _assert_same_state, _cfg, _project, _read_tsv, _state, _write_split
 
@@ -416,9 +416,10 @@ def _dvc_repo(tmp_path: Path) -> Path:
 
     `dvc repro --single-item train` then runs train alone (download and prepare would need MNIST).
     """
-    repo = make_repo(tmp_path / "repo", {"train": {**SMALL, **RUN}})
+    repo = make_repo(tmp_path / "repo", {"train": {**SMALL, **RUN}, "render": {"n_images": 4, "nrow": 2}})  # <= n_fixed
     _write_split(repo / "data/prepared/train.pt", N_TRAIN, seed=0)  # the data of test_train's _project
     _write_split(repo / "data/prepared/test.pt", 64, seed=1)
+    dvc(repo, "repro", "params")  # the validated-params marker every stage depends on
     return repo
 
 

@@ -65,7 +65,7 @@ def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -
 def _mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
     """Why a checkpoint's fingerprint differs from this run's, in words ('' when it matches)."""
     if saved.get("config") != current["config"]:
-        old = saved.get("config") or {}
+        old = saved["config"] if isinstance(saved.get("config"), dict) else {}
         keys = sorted(k for k in current["config"] if old.get(k) != current["config"][k])
         return "other train params (" + ", ".join(f"{k}: {old.get(k)} -> {current['config'][k]}" for k in keys) + ")"
     if saved.get("data") != current["data"]:
@@ -89,11 +89,12 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any], log: Callable[[str]
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         log(f"ignoring checkpoint {path}: not a {CHECKPOINT_FORMAT} file; training from scratch")
         return None
-    reason = _mismatch(ckpt.get("fingerprint") or {}, fingerprint)
+    saved = ckpt.get("fingerprint")
+    reason = _mismatch(saved if isinstance(saved, dict) else {}, fingerprint)
     if reason:
         log(f"ignoring checkpoint {path}: it was made with {reason}; training from scratch")
         return None
-    if ckpt.get("finished"):
+    if ckpt.get("finished") is True:  # `is`: a damaged file may hold a tensor here, whose truth value raises
         log(f"checkpoint {path} holds a finished run; training again from scratch")
         return None
     return ckpt

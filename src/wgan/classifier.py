@@ -181,8 +181,8 @@ def load_real_features(path: str | os.PathLike[str]) -> RealFeatures:
     """Load and check the classifier stage's real-data features."""
     raw = torch_load_safe(path, "real-data features", LOAD_HINT)
     try:
-        if raw["format"] != REAL_FEATURES_FORMAT:
-            raise ValueError(raw["format"])
+        if not isinstance(raw, dict) or raw.get("format") != REAL_FEATURES_FORMAT:
+            raise ValueError("format")
         splits = [Outputs(raw[s]["features"], raw[s]["probs"], raw[s]["labels"]) for s in ("train", "test")]
         shares = raw["test_shares"]
         for out in splits:
@@ -192,6 +192,6 @@ def load_real_features(path: str | os.PathLike[str]) -> RealFeatures:
                 raise ValueError("shapes")
         if shares.shape != (N_CLASSES,):
             raise ValueError("shares")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
         raise UserError(f"{path} is not a real-features file ({REAL_FEATURES_FORMAT}); {LOAD_HINT}") from exc
     return RealFeatures(train=splits[0], test=splits[1], test_shares=shares)

@@ -64,8 +64,11 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise StageInterrupted(signum, f"stopped by {signal_name(signum)}")
 
 
-def run_stage(main: Callable[[], None]) -> None:
+def run_stage(main: Callable[[], None], keeps_outputs: bool = False) -> None:
     """Run a stage's ``main``; a ``UserError`` becomes one line on stderr and exit code 2.
+
+    Under DVC (``DVC_STAGE`` set) the line ends with how to get back the outputs DVC deleted before it ran the
+    stage, unless ``keeps_outputs`` (a stage whose outputs DVC leaves in place, like the `params` stage).
 
     SIGINT (Ctrl-C) and SIGTERM end the stage with one line and exit code 130 or 143; a stage may catch
     them earlier to stop at a safe point (the train stage saves a resumable checkpoint first).
@@ -80,7 +83,9 @@ def run_stage(main: Callable[[], None]) -> None:
     except UserError as exc:
         if os.environ.get("WGAN_DEBUG") == "1":
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        stage = os.environ.get("DVC_STAGE")  # set by `dvc repro`, which deleted the stage's outputs first
+        restore = "" if not stage or keeps_outputs else f"; `dvc checkout {stage}` restores its last outputs"
+        print(f"error: {exc}{restore}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -82,7 +82,8 @@ def load_prepared(
         or labels.shape != (images.shape[0],)
         or not isinstance(mean, float)
         or not isinstance(std, float)
-        or not std > 0
+        or not (math.isfinite(mean) and math.isfinite(std) and std > 0)
+        or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9)  # digits, or training crashes
     ):
         raise UserError(f"{path} is corrupt (unexpected shapes or types); {REBUILD_HINT}")
     for name, want, got in (("mean", expect_mean, mean), ("std", expect_std, std)):

@@ -120,8 +120,10 @@ def load_model(path: str | os.PathLike[str], cls: type[M] | tuple[type[M], ...],
             f"train.conditional: {str(not conditional).lower()} and {hint}"
         )
     try:
+        with torch.device("meta"):  # check sizes against the weights first: absurd ones cost no memory here
+            matching[0](**raw["kwargs"]).load_state_dict(raw.get("state_dict"), assign=True)
         model = matching[0](**raw["kwargs"])
         model.load_state_dict(raw["state_dict"])
-    except (TypeError, RuntimeError, ValueError) as exc:
+    except (TypeError, RuntimeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path} does not hold a valid {kind} ({one_line(exc)}); {hint}") from exc
     return model.eval()

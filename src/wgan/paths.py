@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+PARAMS_OK = Path("data/params.ok")  # written by the params stage once params.yaml is valid; every stage reads it
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 TRAIN_DATA = PREPARED / "train.pt"
@@ -33,14 +34,18 @@ DIGIT_ACCURACY = Path("results/eval/digit_accuracy.json")
 
 # stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
 STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
-    "download": ((), (RAW,)),
-    "prepare": ((RAW,), (PREPARED,)),
-    "train": ((TRAIN_DATA, TEST_DATA), (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, LIVE_PLOTS, LIVE_METRICS)),
-    "render": ((SAMPLES,), (GRIDS,)),
-    "gif": ((GRIDS,), (GIF,)),
-    "latent_walk": ((GENERATOR,), (LATENT_WALK,)),
-    "classifier": ((TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
-    "evaluate": ((GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY)),
+    "params": ((), (PARAMS_OK,)),
+    "download": ((PARAMS_OK,), (RAW,)),
+    "prepare": ((PARAMS_OK, RAW), (PREPARED,)),
+    "train": (
+        (PARAMS_OK, TRAIN_DATA, TEST_DATA),
+        (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, LIVE_PLOTS, LIVE_METRICS),
+    ),
+    "render": ((PARAMS_OK, SAMPLES), (GRIDS,)),
+    "gif": ((PARAMS_OK, GRIDS), (GIF,)),
+    "latent_walk": ((PARAMS_OK, GENERATOR), (LATENT_WALK,)),
+    "classifier": ((PARAMS_OK, TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
+    "evaluate": ((PARAMS_OK, GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY)),
 }
 
 

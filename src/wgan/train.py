@@ -46,7 +46,7 @@ from wgan.config import TrainConfig
 from wgan.data import IMAGE_SHAPE, N_CLASSES, Split, load_prepared, to_uint8
 from wgan.device import choose_device
 from wgan.distributed import World, use_global_batchnorm
-from wgan.errors import UserError
+from wgan.errors import UserError, one_line
 from wgan.models import Critic, Generator, build_models
 from wgan.monitor import (
     BAR_FIELDS,
@@ -189,19 +189,25 @@ class Run:
         ckpt = self.world.from_main(found)
         if ckpt is None:
             return None
-        self.generator.load_state_dict(ckpt["generator"])
-        self.critic.load_state_dict(ckpt["critic"])
-        self.step.load_state_dict(ckpt["step"])
-        set_rng_states(ckpt["rng"], self.device, self.shuffle, self.noise)
-        self.samples = Samples.from_payload(ckpt["samples"], self.paths.checkpoint)
-        self.iteration = int(ckpt["iteration"])
+        try:  # its fingerprint matched, so only a damaged file fails here
+            self.generator.load_state_dict(ckpt["generator"])
+            self.critic.load_state_dict(ckpt["critic"])
+            self.step.load_state_dict(ckpt["step"])
+            set_rng_states(ckpt["rng"], self.device, self.shuffle, self.noise)
+            self.samples = Samples.from_payload(ckpt["samples"], self.paths.checkpoint)
+            self.iteration = int(ckpt["iteration"])
+            history = list(ckpt["metrics"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise UserError(
+                f"checkpoint {self.paths.checkpoint} is damaged ({one_line(exc)}); delete it to train from scratch"
+            ) from exc
         self.log(
             f"resuming from {self.paths.checkpoint}: {self.iteration // self.per_epoch} epochs "
             f"({self.iteration} iterations) done"
         )
         if self.iteration == self.total:
             self.log("training had finished before its outputs were written; writing them")
-        return list(ckpt["metrics"])
+        return history
 
     def loop(self, deliver: Callable[[TrainResult], None] | None) -> TrainResult:
         cfg = self.cfg

@@ -1,0 +1,110 @@
+"""The `params` stage: every section validated before any stage whose outputs DVC would delete.
+
+The real DVC CLI runs (a bad value through `dvc repro` and `dvc exp run -S` on a finished run) are in
+test_pipeline_full.py, which already holds a finished run; these are the fast checks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from wgan.config import SECTIONS, check_params
+from wgan.errors import UserError
+
+PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+MARKER = "data/params.ok"
+
+
+def test_every_stage_waits_for_the_params_stage():
+    gate = PIPELINE["params"]
+    assert [o if isinstance(o, str) else next(iter(o)) for o in gate["outs"]] == [MARKER]
+    for name, stage in PIPELINE.items():
+        if name != "params":
+            assert MARKER in stage["deps"], name
+
+
+def test_params_stage_tracks_every_section_a_stage_tracks_and_nothing_else():
+    tracked = {p for name, stage in PIPELINE.items() if name != "params" for p in stage.get("params", [])}
+    # data.source is read by download but not tracked: every source gives the same bytes, so it reruns nothing
+    assert set(PIPELINE["params"]["params"]) == tracked == set(SECTIONS) - {"data"}
+    assert {"stages/params.py", "src/wgan/config.py"} <= set(PIPELINE["params"]["deps"])
+
+
+def run_params_stage(ws: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in {"WGAN_DEBUG", "DVC_STAGE"}}
+    full_env |= {"PYTHONPATH": str(REPO / "src")} | (env or {})
+    script = REPO / "stages/params.py"
+    return subprocess.run([sys.executable, str(script)], cwd=ws, env=full_env, capture_output=True, text=True)
+
+
+def write_params(ws: Path, **sections: dict) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_valid_params_write_the_same_marker_whatever_their_values(tmp_path: Path):
+    write_params(tmp_path)
+    assert run_params_stage(tmp_path).returncode == 0
+    first = (tmp_path / MARKER).read_bytes()
+    write_params(tmp_path, train={"lr": 1e-4, "n_critic": 3}, gif={"stride": 1})
+    assert run_params_stage(tmp_path).returncode == 0
+    assert (tmp_path / MARKER).read_bytes() == first  # so no downstream stage sees a changed dependency
+
+
+def test_bad_params_fail_in_one_line_and_leave_the_marker(tmp_path: Path):
+    write_params(tmp_path)
+    run_params_stage(tmp_path)
+    before = (tmp_path / MARKER).read_bytes()
+    write_params(tmp_path, train={"n_crtic": 5})
+    proc = run_params_stage(tmp_path, {"DVC_STAGE": "params"})  # as under `dvc repro`
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: unknown key 'train.n_crtic'; did you mean 'n_critic'?")
+    assert line.endswith("(`git checkout params.yaml` goes back to the committed values) and run again")
+    assert "dvc checkout" not in line  # nothing was deleted, so nothing to restore
+    assert (tmp_path / MARKER).read_bytes() == before
+
+
+def params_file(tmp_path: Path, **sections: dict) -> Path:
+    write_params(tmp_path, **sections)
+    return tmp_path / "params.yaml"
+
+
+@pytest.mark.parametrize(
+    ("sections", "fragment"),
+    [
+        ({"render": {"n_images": 65}}, "render.n_images = 65 is larger than train.n_fixed = 64"),
+        ({"evaluate": {"n_samples": 100, "kid_subset_size": 101}}, "evaluate.kid_subset_size = 101 is larger"),
+        ({"evaluate": {"n_samples": 50000, "kid_subset_size": 10001}}, "at most the 10000 test images"),
+        ({"evaluate": {"n_samples": 100, "kid_subset_size": 50, "pr_k": 100}}, "evaluate.pr_k = 100 needs more"),
+    ],
+)
+def test_rules_between_keys_are_checked_before_any_stage_runs(tmp_path: Path, sections: dict, fragment: str):
+    with pytest.raises(UserError, match=fragment):
+        check_params(params_file(tmp_path, **sections))
+
+
+def test_unknown_and_missing_sections(tmp_path: Path):
+    path = params_file(tmp_path)
+    path.write_text(path.read_text() + "trian:\n  lr: 0.1\n")
+    with pytest.raises(UserError, match=r"unknown section 'trian' in .*; did you mean 'train'\?"):
+        check_params(path)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["gif"]
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(UserError, match="section 'gif' is missing"):
+        check_params(path)
+
+
+def test_repo_params_pass():
+    cfg = check_params(REPO / "params.yaml")
+    assert set(cfg) == set(SECTIONS)
