@@ -26,7 +26,17 @@ CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
 # The modules whose bytes decide a run's numbers: the train stage's code deps in dvc.yaml are these and
 # stages/train.py. Logging, progress and messages (monitor.py) and this bookkeeping are left out, so
 # rewording them neither reruns the train stage nor throws a saved checkpoint away.
-TRAINING_CODE = ("batches.py", "cuda_graphs.py", "data.py", "losses.py", "models.py", "optim.py", "step.py", "train.py")
+TRAINING_CODE = (
+    "batches.py",
+    "cuda_graphs.py",
+    "data.py",
+    "ema.py",
+    "losses.py",
+    "models.py",
+    "optim.py",
+    "step.py",
+    "train.py",
+)
 
 
 def training_code() -> list[Path]:

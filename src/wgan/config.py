@@ -79,6 +79,7 @@ class TrainConfig:
     checkpoint_every: int = _f(1, ge=1)
     max_iterations: int = _f(0, ge=0)
     precision: str = _f("fp32", choices=("fp32", "bf16"))
+    ema_decay: float = _f(0.0, ge=0.0, lt=1.0)  # averaged generator for sampling (wgan.ema); 0 = off
     seed: int = _f(0, ge=0)
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ import torch
 
 from wgan import losses, optim
 from wgan.config import TrainConfig
+from wgan.ema import make_average
 from wgan.models import Critic, Generator
 from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
 
@@ -42,6 +43,7 @@ class WGANStep:
         self.critic_params = list(critic.parameters())
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
         self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
+        self.ema = make_average(generator, cfg.ema_decay, cfg.seed)  # the averaged generator, or None (off)
         self.gp = cfg.loss == "wgan-gp"
         cuda = self.device.type == "cuda"
         if cuda:  # TF32 tensor cores for float32 matmuls (10-bit mantissa inputs, float32 sums); CUDA only
@@ -74,6 +76,8 @@ class WGANStep:
     def generator_step(self, n: int) -> None:
         self._generator_update(n)
         self.generator_count += 1
+        if self.ema is not None:
+            self.ema.update()  # the average follows every generator step (train.ema_decay)
 
     def _latent(self, n: int) -> torch.Tensor:
         """Noise from ``self.noise`` on its own device (a no-op move in training, where it is the model's)."""
@@ -135,7 +139,7 @@ class WGANStep:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "critic_sums": self.critic_sums.cpu(),
@@ -143,6 +147,9 @@ class WGANStep:
             "critic_count": self.critic_count,
             "generator_count": self.generator_count,
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt_g.load_state_dict(state["opt_g"])
@@ -151,6 +158,8 @@ class WGANStep:
         self.generator_sum.copy_(state["generator_sum"])
         self.critic_count = int(state["critic_count"])
         self.generator_count = int(state["generator_count"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 def make_step(
