@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import _assert_same_state, _batch, _clone, _cfg, _project, _run, _step
+from test_train import _assert_same_state, _batch, _cfg, _clone, _project, _run, _step
 
 from wgan.batches import derive_seed
 from wgan.data import to_uint8
@@ -24,7 +24,8 @@ def test_average_follows_each_generator_step_and_training_is_unchanged() -> None
         plain(_batch(seed=i), i)
         averaged(_batch(seed=i), i)
         if i % 2 == 0:  # a generator step: average <- 0.9 average + 0.1 live
-            expected = [torch.lerp(a, p.detach(), 0.1) for a, p in zip(expected, averaged.generator.parameters())]
+            live = averaged.generator.parameters()
+            expected = [torch.lerp(a, p.detach(), 0.1) for a, p in zip(expected, live, strict=True)]
     # the live generator trains bit for bit as without averaging
     _assert_same_state(plain.generator.state_dict(), averaged.generator.state_dict())
     _assert_same_state(plain.critic.state_dict(), averaged.critic.state_dict())
