@@ -74,3 +74,17 @@ def test_a_run_samples_from_the_average_and_checkpoints_both(tmp_path: Path, mon
     with torch.no_grad():
         assert torch.equal(result.samples.images[-1], to_uint8(result.generator.eval()(fixed_z), 0.5, 0.5))
     assert not torch.equal(result.samples.images[-1], plain.samples.images[-1])
+
+
+def test_score_checkpoint_rebuilds_the_run_s_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(_project(tmp_path), monkeypatch, _cfg(epochs=1, ema_decay=0.9))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import score_checkpoint
+
+    ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
+    found = score_checkpoint.generators(ckpt)
+    _assert_same_state(found["live"].state_dict(), ckpt["generator"])
+    _assert_same_state(found["average, statistics recomputed"].state_dict(), result.generator.state_dict())
+    copied = found["average, live statistics"].state_dict()
+    assert torch.equal(copied["model.3.running_var"], ckpt["generator"]["model.3.running_var"])
+    assert torch.equal(copied["model.0.weight"], result.generator.model[0].weight)
