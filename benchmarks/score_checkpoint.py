@@ -59,7 +59,8 @@ def main() -> None:
     ckpt = torch_load_safe(args.checkpoint, "checkpoint", "")
     classifier, real = load_model(paths.CLASSIFIER, Classifier), load_real_features(paths.REAL_FEATURES)
     print(f"{args.checkpoint}: iteration {ckpt['iteration']}, {ckpt['epochs_done']} epochs done")
-    print("| generator | " + " | ".join(SHOWN) + " |\n|---" * (len(SHOWN) + 1) + "|")
+    print("| generator | " + " | ".join(SHOWN) + " |")
+    print("|---" * (len(SHOWN) + 1) + "|")
     for name, generator in generators(ckpt).items():
         start = time.perf_counter()
         scores, _ = evaluate(generator, classifier, real, cfg)
