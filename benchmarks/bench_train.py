@@ -13,17 +13,23 @@ of the loops (a, b, c, then c, b, a, ...) after one untimed warm-up round of eac
 all alike. Prints best-of-rounds (least disturbed by other load) and median, the load average, peak RSS (CPU)
 and peak allocated memory (CUDA).
 
-    python benchmarks/bench_train.py [--rounds 6] [--iters 300] [--threads N] [--precisions fp32,bf16]
+With ``--ema-decay D`` a third kind of loop joins the rounds, the first precision with ``train.ema_decay = D``
+(the averaged generator, ``wgan.ema``), and the averaging's own cost is timed beside it as a share of the step:
+its update (once per generator step) and the BatchNorm recompute (once per snapshot).
+
+    python benchmarks/bench_train.py [--rounds 6] [--iters 300] [--threads N] [--precisions fp32,bf16] [--ema-decay D]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -166,6 +172,35 @@ def report(times: dict[str, list[float]], baseline: str = "reference") -> list[s
     return rows
 
 
+def _best_ms(fn: Callable[[], object], reps: int, rounds: int = 5) -> float:
+    """Best over ``rounds`` of the mean milliseconds of ``reps`` calls."""
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - start) * 1000 / reps)
+    return best
+
+
+def averaging_cost(loop: ProjectLoop, step_ms: float) -> str:
+    """The averaged generator's cost against ``step_ms`` (ms per iteration of the same loop, averaging included)."""
+    ema, cfg = loop.step.ema, loop.cfg
+    assert ema is not None
+
+    def recompute() -> None:
+        ema._stale = True  # what an update does: the next use recomputes the statistics
+        ema.ready(loop.step.autocast)
+
+    update_ms, batchnorm_ms = _best_ms(ema.update, 200), _best_ms(recompute, 3)
+    return (
+        f"averaged generator (ema_decay {cfg.ema_decay}): update {update_ms:.3f} ms per generator step, "
+        f"{100 * update_ms / cfg.n_critic / step_ms:.2f}% of a {step_ms:.2f} ms iteration (n_critic {cfg.n_critic}); "
+        f"BatchNorm recompute {batchnorm_ms:.1f} ms per snapshot, "
+        f"{100 * batchnorm_ms / cfg.sample_interval / step_ms:.2f}% (sample_interval {cfg.sample_interval})"
+    )
+
+
 def load_text() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
@@ -177,6 +212,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=300, help="iterations per round (default 300)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--precisions", default="fp32,bf16", help="train.precision values of the project loop")
+    parser.add_argument("--ema-decay", type=float, default=0.0, help="also time train.ema_decay = D (default: off)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,9 +231,16 @@ def main() -> None:
     loops: dict[str, TutorialLoop | ProjectLoop] = {"reference": TutorialLoop(cfg, dataset, device)}
     for precision in args.precisions.split(","):
         loops[f"project {precision}"] = ProjectLoop(dataclasses.replace(cfg, precision=precision), images, device)
+    first = args.precisions.split(",")[0]
+    averaged = f"project {first} averaged"
+    if args.ema_decay:
+        ema_cfg = dataclasses.replace(cfg, precision=first, ema_decay=args.ema_decay)
+        loops[averaged] = ProjectLoop(ema_cfg, images, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = interleaved(loops, args.rounds, args.iters, device)
+    if args.ema_decay:
+        print(averaging_cost(loops[averaged], statistics.median(times[averaged])))  # type: ignore[arg-type]
     del loops  # shuts the DataLoader workers down, so their peak RSS is counted below
     print(f"{load_text()}; best and median of {args.rounds} rounds of {args.iters} iterations:")
     print("\n".join(report(times)))

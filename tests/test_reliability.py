@@ -322,7 +322,11 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
 # ----------------------------------------------------------------------------- SIGINT / SIGTERM / SIGKILL
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("sig", "code", "ema_decay"),
+    [(signal.SIGINT, 130, 0.0), (signal.SIGTERM, 143, 0.0), (signal.SIGTERM, 143, 0.9)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-averaged-generator"],
+)
 def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -331,8 +335,10 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     reference: Callable[..., tuple[Path, TrainResult]],
     sig: signal.Signals,
     code: int,
+    ema_decay: float,
 ) -> None:
-    root = _project(tmp_path, n_train=N_TRAIN, **RUN)
+    run = RUN | ({"ema_decay": ema_decay} if ema_decay else {})  # averaged: generator.pt is the average
+    root = _project(tmp_path, n_train=N_TRAIN, **run)
     at = 2 * PER_EPOCH + 6  # mid-epoch: the checkpoint must hold the position inside the epoch
     env = _fault_env(hook_dir, WGAN_FAULT="signal", WGAN_FAULT_AT=str(at), WGAN_FAULT_SIGNAL=sig.name)
     proc = subprocess.run([sys.executable, str(STAGE)], cwd=root, env=env, capture_output=True, text=True, timeout=300)
@@ -344,11 +350,12 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     )
     ckpt = _checkpoint(root)
     assert ckpt["iteration"] == at and not ckpt["finished"]
+    assert ("ema" in ckpt["step"]) == (ema_decay > 0)
     _no_outputs(root)
 
     out = _run_stage_here(root, monkeypatch, capsys)
     assert f"resuming from models/checkpoint.pt: 2 epochs ({at} iterations) done" in out
-    _assert_same_run(reference(N_TRAIN, **RUN), root)
+    _assert_same_run(reference(N_TRAIN, **run), root)
 
 
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(

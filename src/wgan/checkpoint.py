@@ -32,6 +32,7 @@ TRAINING_CODE = (
     "cuda_graphs.py",
     "data.py",
     "distributed.py",
+    "ema.py",
     "losses.py",
     "models.py",
     "optim.py",

@@ -108,6 +108,7 @@ class TrainConfig:
     checkpoint_every: Int = _int(1, ge=1)
     max_iterations: Int = _int(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
+    ema_decay: Number = _num(0.0, ge=0.0, lt=1.0)  # averaged generator for sampling (wgan.ema); 0 = off
     seed: Int = _int(0, ge=0, le=SEED_MAX)
     conditional: Bool = False  # a generator asked for a digit and a projection critic: wgan.conditional
 

@@ -46,6 +46,8 @@ class GraphedStep(WGANStep):
         if iteration % self.cfg.n_critic == 0:
             self._graphs[1].replay()
             self.generator_count += 1
+            if self.ema is not None:
+                self.ema.update()  # eager, after the replay: the average is not part of the graph
 
     def _capture(self, real: torch.Tensor) -> None:
         """Record the critic update and the generator update as two CUDA graphs.

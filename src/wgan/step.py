@@ -35,6 +35,7 @@ from wgan import losses, optim
 from wgan.conditional import draw_fake_labels, label_args
 from wgan.config import TrainConfig
 from wgan.distributed import ALONE, World
+from wgan.ema import make_average
 from wgan.models import Critic, Generator
 from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
 
@@ -54,6 +55,7 @@ class WGANStep:
         self.critic_params = list(critic.parameters())
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
         self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
+        self.ema = make_average(generator, cfg.ema_decay, cfg.seed)  # the averaged generator, or None (off)
         self.gp = cfg.loss == "wgan-gp"
         self.conditional = cfg.conditional
         cuda = self.device.type == "cuda"
@@ -88,6 +90,8 @@ class WGANStep:
     def generator_step(self, n: int) -> None:
         self._generator_update(n)
         self.generator_count += 1
+        if self.ema is not None:
+            self.ema.update()  # the average follows every generator step (train.ema_decay)
 
     def _latent(self, n: int) -> torch.Tensor:
         """This rank's ``n`` rows of the global batch's noise, drawn from ``self.noise`` on its own device."""
@@ -173,7 +177,7 @@ class WGANStep:
     def state_dict(self) -> dict[str, Any]:
         """The step's state as of the global batch (a collective under several processes: call it on every rank)."""
         critic_sums, generator_sum = self._global_sums()  # any process count resumes from them
-        return {
+        state = {
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "critic_sums": critic_sums.cpu(),
@@ -181,6 +185,9 @@ class WGANStep:
             "critic_count": self.critic_count,
             "generator_count": self.generator_count,
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt_g.load_state_dict(state["opt_g"])
@@ -189,6 +196,8 @@ class WGANStep:
         self.generator_sum.copy_(state["generator_sum"])
         self.critic_count = int(state["critic_count"])
         self.generator_count = int(state["generator_count"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 def make_step(

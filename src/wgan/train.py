@@ -248,8 +248,8 @@ class Run:
             self.bar.close()
         if self.live is not None:
             self.live.end()
-        result = TrainResult(
-            self.generator, self.critic, self.samples, self.live.latest() if self.live else {}, self.iteration
+        result = TrainResult(  # with train.ema_decay > 0 the averaged generator; the checkpoint keeps the live one
+            self.sampler(), self.critic, self.samples, self.live.latest() if self.live else {}, self.iteration
         )
         if self.is_main and deliver is not None:
             deliver(result)
@@ -260,10 +260,16 @@ class Run:
         """The 0-based epoch that ``iteration`` (a count of completed iterations) finished in."""
         return max(iteration - 1, 0) // self.per_epoch
 
+    def sampler(self) -> Generator:
+        """The generator that samples: the averaged one when train.ema_decay > 0 (wgan.ema), else the live one."""
+        ema = self.step.ema
+        return self.generator if ema is None else ema.ready(self.step.autocast)
+
     def snapshot(self) -> None:
-        """The fixed latent vectors through the generator in eval mode, kept as uint8 pixels."""
-        with _eval_mode(self.generator), torch.no_grad(), self.step.autocast():
-            images = self.generator(self.fixed_z, *label_args(self.fixed_labels))
+        """The fixed latent vectors through the sampling generator in eval mode, kept as uint8 pixels."""
+        generator = self.sampler()
+        with _eval_mode(generator), torch.no_grad(), self.step.autocast():
+            images = generator(self.fixed_z, *label_args(self.fixed_labels))
         self.samples.append(to_uint8(images.float().cpu(), *self.norm), self.epoch_of(self.iteration), self.iteration)
 
     def log_point(self) -> None:

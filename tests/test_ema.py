@@ -1,0 +1,90 @@
+"""The averaged generator (train.ema_decay): the average's math, its BatchNorm statistics, and what samples from it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import _assert_same_state, _batch, _cfg, _clone, _project, _run, _step
+
+from wgan.batches import derive_seed
+from wgan.data import to_uint8
+from wgan.ema import BN_SAMPLES, recompute_batchnorm
+from wgan.fileio import torch_load_safe
+from wgan.models import Generator
+
+
+def test_average_follows_each_generator_step_and_training_is_unchanged() -> None:
+    plain, averaged = _step(lr=1e-3, n_critic=2), _step(lr=1e-3, n_critic=2, ema_decay=0.9)
+    assert plain.ema is None and averaged.ema is not None
+    expected = _clone(averaged.generator.parameters())  # the average starts at the initial weights
+    for i in range(6):
+        plain(_batch(seed=i), i)
+        averaged(_batch(seed=i), i)
+        if i % 2 == 0:  # a generator step: average <- 0.9 average + 0.1 live
+            live = averaged.generator.parameters()
+            expected = [torch.lerp(a, p.detach(), 0.1) for a, p in zip(expected, live, strict=True)]
+    # the live generator trains bit for bit as without averaging
+    _assert_same_state(plain.generator.state_dict(), averaged.generator.state_dict())
+    _assert_same_state(plain.critic.state_dict(), averaged.critic.state_dict())
+    average = list(averaged.ema.model.parameters())
+    assert all(torch.equal(a, e) for a, e in zip(average, expected, strict=True))
+    assert not torch.equal(average[0], averaged.generator.model[0].weight)
+    assert not any(p.requires_grad for p in average)
+
+
+def test_batchnorm_statistics_are_recomputed_for_the_averaged_weights() -> None:
+    step = _step(lr=1e-2, ema_decay=0.5)
+    for i in range(10):
+        step(_batch(seed=i), i)
+    model = step.ema.ready(step.autocast)
+    norm = model.model[3]  # Linear, LeakyReLU, Linear, BatchNorm1d: the first BatchNorm of g_hidden [32, 64]
+    assert isinstance(norm, torch.nn.BatchNorm1d) and not model.training and norm.momentum == 0.1
+
+    z = torch.randn(BN_SAMPLES, 16, generator=torch.Generator().manual_seed(derive_seed(0, "ema-batchnorm")))
+    pre = model.model[:3](z)  # what the BatchNorm sees for the averaged weights
+    torch.testing.assert_close(norm.running_mean, pre.mean(0))
+    torch.testing.assert_close(norm.running_var, pre.var(0))  # unbiased, as BatchNorm keeps it
+    live = step.generator.model[3]
+    assert not torch.allclose(norm.running_mean, live.running_mean)  # not the live generator's statistics
+
+    stats = _clone(model.buffers())
+    step.ema._stale = True
+    assert all(torch.equal(a, b) for a, b in zip(stats, step.ema.ready(step.autocast).buffers(), strict=True))
+
+    no_norm = Generator(16, [32])  # the first hidden block has no BatchNorm: nothing to do
+    recompute_batchnorm(no_norm, 0, contextlib.nullcontext)
+
+
+def test_a_run_samples_from_the_average_and_checkpoints_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = {"epochs": 2, "log_every": 4, "sample_interval": 7, "lr": 1e-3}
+    plain = _run(_project(tmp_path / "plain"), monkeypatch, _cfg(**params))
+    result = _run(_project(tmp_path / "ema"), monkeypatch, _cfg(**params, ema_decay=0.9))
+    ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
+    _assert_same_state(ckpt["generator"], plain.generator.state_dict())  # the live generator, as without averaging
+    _assert_same_state(ckpt["step"]["ema"], result.generator.state_dict())  # the average is the run's generator
+    assert not torch.equal(result.generator.model[0].weight, plain.generator.model[0].weight)
+    assert "ema" not in torch_load_safe(tmp_path / "plain/models/checkpoint.pt", "checkpoint", "")["step"]
+
+    # the last snapshot is the average (eval mode, its own statistics) on the fixed latent vectors
+    assert result.samples.iteration[-1] == result.iterations == 20
+    fixed_z = torch.randn(8, 16, generator=torch.Generator().manual_seed(derive_seed(0, "fixed")))
+    with torch.no_grad():
+        assert torch.equal(result.samples.images[-1], to_uint8(result.generator.eval()(fixed_z), 0.5, 0.5))
+    assert not torch.equal(result.samples.images[-1], plain.samples.images[-1])
+
+
+def test_score_checkpoint_rebuilds_the_run_s_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(_project(tmp_path), monkeypatch, _cfg(epochs=1, ema_decay=0.9))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import score_checkpoint
+
+    ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
+    found = score_checkpoint.generators(ckpt)
+    _assert_same_state(found["live"].state_dict(), ckpt["generator"])
+    _assert_same_state(found["average, statistics recomputed"].state_dict(), result.generator.state_dict())
+    copied = found["average, live statistics"].state_dict()
+    assert torch.equal(copied["model.3.running_var"], ckpt["generator"]["model.3.running_var"])
+    assert torch.equal(copied["model.0.weight"], result.generator.model[0].weight)
