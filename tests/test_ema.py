@@ -88,3 +88,20 @@ def test_score_checkpoint_rebuilds_the_run_s_generators(tmp_path: Path, monkeypa
     copied = found["average, live statistics"].state_dict()
     assert torch.equal(copied["model.3.running_var"], ckpt["generator"]["model.3.running_var"])
     assert torch.equal(copied["model.0.weight"], result.generator.model[0].weight)
+
+
+def test_a_conditional_run_with_averaging_trains_and_writes_its_average(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two options together: the average of a conditional generator recomputes its BatchNorm per digit."""
+    from wgan.conditional import ConditionalGenerator
+    from wgan.models import load_model, save_model
+    from wgan.train import train
+
+    root = _project(tmp_path, n_fixed=10)
+    monkeypatch.chdir(root)
+    result = train(_cfg(max_iterations=12, conditional=True, ema_decay=0.9, n_fixed=10), device=torch.device("cpu"))
+    save_model(result.generator, root / "g.pt")
+    generator = load_model(root / "g.pt", ConditionalGenerator)
+    assert generator.n_classes == 10 and len(result.samples) == 2
+    assert all(torch.isfinite(p).all() for p in generator.parameters())
