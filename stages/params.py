@@ -19,7 +19,7 @@ from wgan.fileio import atomic_write_bytes
 MARKER_TEXT = b"params.yaml passed validation (stages/params.py)\n"  # fixed bytes: downstream deps never change
 RECOVERY = (
     "no stage ran and no output was removed: fix params.yaml "
-    "(`git checkout params.yaml` goes back to the committed values) and run again"
+    "(`git checkout HEAD -- params.yaml` goes back to the committed values) and run again"
 )
 
 
