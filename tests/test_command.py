@@ -31,12 +31,17 @@ from wgan.render import make_grid
 LATENT = 16
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _saved_generator(tmp_path_factory: pytest.TempPathFactory, cls: type) -> Path:
+    """A small untrained generator of class ``cls``, saved as the train stage saves one."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "generator.pt"
-    save_model(Generator(latent_dim=LATENT, hidden=(32, 64)), path)
+    save_model(cls(latent_dim=LATENT, hidden=(32, 64)), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _saved_generator(tmp_path_factory, Generator)
 
 
 def wgan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -189,10 +194,7 @@ def test_help_of_every_subcommand(capsys) -> None:
 
 @pytest.fixture(scope="module")
 def conditional_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "generator.pt"
-    save_model(ConditionalGenerator(latent_dim=LATENT, hidden=(32, 64)), path)
-    return path
+    return _saved_generator(tmp_path_factory, ConditionalGenerator)
 
 
 def test_sample_digit_draws_that_digit_from_a_conditional_generator(conditional_model: Path, tmp_path: Path) -> None:
