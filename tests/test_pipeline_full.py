@@ -181,7 +181,7 @@ BAD = [  # (how, key, value, a fragment of the message)
     ("repro", "train.n_critic", 0, "train.n_critic = 0 is out of range"),
     ("repro", "train.n_crtic", 5, "did you mean 'n_critic'"),
     ("repro", "render.n_images", 100, "render.n_images = 100 is larger than train.n_fixed"),
-    ("exp", "train.lr", ".nan", "train.lr = '.nan' is invalid: expected a number"),  # DVC writes it quoted
+    ("repro", "train.lr", float("nan"), "train.lr = nan is invalid: expected a finite number"),  # YAML's .nan
     ("exp", "train.loss", "hinge", "train.loss = 'hinge' is invalid"),
     ("exp", "evaluate.pr_k", 0, "evaluate.pr_k = 0 is out of range"),
 ]
