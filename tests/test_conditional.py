@@ -77,6 +77,25 @@ def test_projection_critic_is_f_plus_the_label_projection() -> None:
     torch.testing.assert_close(critic(x, labels) - critic(x, other), diff.sum(1, keepdim=True))
 
 
+def test_per_digit_batchnorm_starts_as_the_input_conditioned_mlp_and_then_scales_and_shifts() -> None:
+    generator = _models()[0].train()
+    norms = [i for i, m in enumerate(generator.net.model) if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(generator.modulation) == len(norms) == 1  # SMALL's g_hidden: one BatchNorm
+    z, labels = torch.randn(32, 16), torch.arange(32) % 10
+    with torch.no_grad():  # zero gain and shift: exactly the MLP over [z, embed(y)]
+        inputs = torch.cat([z, generator.embed(labels)], dim=1)
+        torch.testing.assert_close(generator(z, labels), generator.net(inputs), rtol=0, atol=0)
+        table = generator.modulation[0].weight
+        table[3, 0], table[3, table.shape[1] // 2] = 1.0, 0.5  # digit 3, feature 0: gain 1 + 1, shift 0.5
+    seen: dict[str, torch.Tensor] = {}
+    generator.net.model[norms[0]].register_forward_hook(lambda m, i, out: seen.update(bn=out.detach().clone()))
+    generator.net.model[norms[0] + 1].register_forward_pre_hook(lambda m, i: seen.update(next=i[0].detach().clone()))
+    generator(z, labels)
+    expected = seen["bn"].clone()
+    expected[labels == 3, 0] = seen["bn"][labels == 3, 0] * 2 + 0.5  # every other digit and feature: unchanged
+    torch.testing.assert_close(seen["next"], expected, rtol=0, atol=1e-6)
+
+
 def test_generator_output_depends_on_the_label() -> None:
     generator = _models()[0].eval()
     z = torch.randn(4, 16).repeat(10, 1)
@@ -132,6 +151,7 @@ def test_conditional_steps_train_both_models_with_clipping_and_with_the_penalty(
         for i in range(3):
             step(_batch(seed=i), i, torch.randint(10, (32,)))
         assert not torch.equal(critic.embed.weight, embed_before) and not torch.equal(generator.embed.weight, g_before)
+        assert all(table.weight.abs().sum() > 0 for table in generator.modulation)  # the per-digit BatchNorm trains
         if loss == "wgan":
             assert max(p.abs().max().item() for p in critic.parameters()) <= cfg.clip_value
         else:

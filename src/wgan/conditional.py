@@ -1,6 +1,8 @@
 """The conditional WGAN (``train.conditional: true``): ask the generator for a digit, judge it with a projection critic.
 
-* Generator: the latent vector concatenated with a learned embedding of the digit, then the tutorial's MLP.
+* Generator: the latent vector concatenated with a learned embedding of the digit, then the tutorial's MLP
+  whose BatchNorm outputs are also scaled and shifted per digit (conditional BatchNorm, as the projection
+  paper's generator): ``bn(x) * (1 + gain[y]) + shift[y]``, starting from gain = shift = 0.
 * Critic: Miyato & Koyama's projection critic ("cGANs with Projection Discriminator", 2018), on the tutorial's
   MLP: ``D(x, y) = f(phi(x)) + <embed(y), phi(x)>``, where ``phi`` is the MLP's last hidden layer and ``f``
   its final linear layer. It needs no change to the losses: weight clipping clips the embedding too, and the
@@ -29,7 +31,7 @@ from wgan.models import Critic, Generator
 
 
 class ConditionalGenerator(nn.Module):
-    """(latent, digit) -> the tutorial's generator MLP over ``[z, embed(digit)]`` -> tanh image."""
+    """(latent, digit) -> the tutorial's generator MLP over ``[z, embed(digit)]``, BatchNorms modulated per digit."""
 
     KIND = "generator"  # the same kind and stage as the tutorial's: one models/generator.pt
     STAGE = "train"
@@ -48,9 +50,23 @@ class ConditionalGenerator(nn.Module):
         self.embed = nn.Embedding(self.n_classes, self.embed_dim)
         self.net = Generator(self.latent_dim + self.embed_dim, hidden, img_shape)
         self.hidden, self.img_shape = self.net.hidden, self.net.img_shape
+        # Measured (README, "Conditional"): with the digit at the input alone, 20 epochs of the WGAN-GP recipe
+        # drew the asked digit 92% of the time (8 and 9 at 78%); a per-digit gain and shift after every
+        # BatchNorm carries the digit through every layer. Zero-initialized: training starts from the model above.
+        norms = [m for m in self.net.model if isinstance(m, nn.BatchNorm1d)]
+        self.modulation = nn.ModuleList(nn.Embedding(self.n_classes, 2 * m.num_features) for m in norms)
+        for table in self.modulation:
+            nn.init.zeros_(table.weight)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z, self.embed(labels).to(z.dtype)], dim=1))
+        x = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        tables = iter(self.modulation)
+        for layer in self.net.model:
+            x = layer(x)
+            if isinstance(layer, nn.BatchNorm1d):  # GlobalBatchNorm (several processes) is one too
+                gain, shift = next(tables)(labels).to(x.dtype).chunk(2, dim=1)
+                x = x * (1 + gain) + shift
+        return x.view(z.shape[0], *self.img_shape)
 
     def init_kwargs(self) -> dict[str, Any]:
         return {
