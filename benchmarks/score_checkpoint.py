@@ -21,6 +21,7 @@ import torch
 from wgan import paths
 from wgan.batches import derive_seed
 from wgan.classifier import Classifier, load_real_features
+from wgan.conditional import ConditionalGenerator
 from wgan.config import load_section, parse_section
 from wgan.ema import recompute_batchnorm
 from wgan.evaluate import evaluate
@@ -28,20 +29,25 @@ from wgan.fileio import torch_load_safe
 from wgan.models import Generator, load_model
 
 SHOWN = ("fid", "kid", "precision", "recall", "confident", "class_tv", "classes_covered", "nn_train_median")
+SHOWN_CONDITIONAL = ("label_accuracy", "digit_fid_mean", "digit_fid_worst")
 
 
-def generators(ckpt: dict) -> dict[str, Generator]:
+def generators(ckpt: dict) -> dict[str, Generator | ConditionalGenerator]:
     """The checkpoint's generators by name, in eval mode on the CPU."""
     cfg = parse_section("train", ckpt["fingerprint"]["config"])
-    out = {"live": Generator(cfg.latent_dim, cfg.g_hidden)}
-    out["live"].load_state_dict(ckpt["generator"])
+    cls = ConditionalGenerator if cfg.conditional else Generator
+
+    def build(state: dict) -> Generator | ConditionalGenerator:
+        generator = cls(cfg.latent_dim, cfg.g_hidden)
+        generator.load_state_dict(state)
+        return generator
+
+    out = {"live": build(ckpt["generator"])}
     average = ckpt["step"].get("ema")
     if average is not None:
-        copied = Generator(cfg.latent_dim, cfg.g_hidden)
-        copied.load_state_dict(average)
+        copied = build(average)
         copied.load_state_dict({k: v for k, v in ckpt["generator"].items() if "running" in k}, strict=False)
-        recomputed = Generator(cfg.latent_dim, cfg.g_hidden)
-        recomputed.load_state_dict(average)
+        recomputed = build(average)
         autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         recompute_batchnorm(recomputed, derive_seed(cfg.seed, "ema-batchnorm"), autocast)  # as in training
         out["average, statistics recomputed"], out["average, live statistics"] = recomputed, copied
@@ -59,14 +65,16 @@ def main() -> None:
     ckpt = torch_load_safe(args.checkpoint, "checkpoint", "")
     classifier, real = load_model(paths.CLASSIFIER, Classifier), load_real_features(paths.REAL_FEATURES)
     print(f"{args.checkpoint}: iteration {ckpt['iteration']}, {ckpt['epochs_done']} epochs done")
-    print("| generator | " + " | ".join(SHOWN) + " |")
-    print("|---" * (len(SHOWN) + 1) + "|")
-    for name, generator in generators(ckpt).items():
+    found = generators(ckpt)
+    shown = SHOWN + (SHOWN_CONDITIONAL if isinstance(found["live"], ConditionalGenerator) else ())
+    print("| generator | " + " | ".join(shown) + " |")
+    print("|---" * (len(shown) + 1) + "|")
+    for name, generator in found.items():
         start = time.perf_counter()
-        scores, _ = evaluate(generator, classifier, real, cfg)
+        scores = evaluate(generator, classifier, real, cfg)[0]
         print(
             f"| {name} | "
-            + " | ".join(f"{scores[k]:.4g}" for k in SHOWN)
+            + " | ".join(f"{scores[k]:.4g}" for k in shown)
             + f" |  ({time.perf_counter() - start:.0f} s)"
         )
 
