@@ -182,6 +182,7 @@ BAD = [  # (how, key, value, a fragment of the message)
     ("repro", "train.n_crtic", 5, "did you mean 'n_critic'"),
     ("repro", "render.n_images", 100, "render.n_images = 100 is larger than train.n_fixed"),
     ("repro", "train.lr", float("nan"), "train.lr = nan is invalid: expected a finite number"),  # YAML's .nan
+    ("exp", "train.lr", ".nan", "train.lr = '.nan' is invalid: expected a number"),  # DVC writes it quoted
     ("exp", "train.loss", "hinge", "train.loss = 'hinge' is invalid"),
     ("exp", "evaluate.pr_k", 0, "evaluate.pr_k = 0 is out of range"),
 ]
