@@ -19,7 +19,7 @@ from wgan.fileio import atomic_write_bytes
 MARKER_TEXT = b"params.yaml passed validation (stages/params.py)\n"  # fixed bytes: downstream deps never change
 RECOVERY = (
     "no stage ran and no output was removed: fix params.yaml "
-    "(`git checkout HEAD -- params.yaml` goes back to the committed values) and run again"
+    "(`git show HEAD:params.yaml > params.yaml` writes the committed values back) and run again"
 )
 
 
@@ -29,6 +29,9 @@ def show_to_git(path: Path) -> None:
     `dvc exp run -S` refreshes git's index and rewrites params.yaml within the same second; an edit of the
     same size (``n_critic: 5`` -> ``0``) then has the same size and mtime second as the index entry, git
     (without nanosecond times) calls the file unchanged, and `git checkout params.yaml` silently does nothing.
+    Even with this, after a rejected `dvc exp run -S` a fresh-clone test run saw `git checkout HEAD --
+    params.yaml` restore nothing (DVC's experiment machinery rewrites git's index around the run), which is
+    why the recovery named below writes the committed file with `git show`, which never consults the index.
     """
     if path.is_file():
         later = int(path.stat().st_mtime) + 1

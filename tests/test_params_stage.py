@@ -69,7 +69,7 @@ def test_bad_params_fail_in_one_line_and_leave_the_marker(tmp_path: Path):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: unknown key 'train.n_crtic'; did you mean 'n_critic'?")
-    assert line.endswith("(`git checkout HEAD -- params.yaml` goes back to the committed values) and run again")
+    assert line.endswith("(`git show HEAD:params.yaml > params.yaml` writes the committed values back) and run again")
     assert "dvc checkout" not in line  # nothing was deleted, so nothing to restore
     assert (tmp_path / MARKER).read_bytes() == before
 
