@@ -24,14 +24,13 @@ RECOVERY = (
 
 
 def show_to_git(path: Path) -> None:
-    """Move ``path``'s mtime to a later second, so that git compares its content.
+    """Move ``path``'s mtime to a later second, so that `git status` and `git diff` show DVC's edit.
 
     `dvc exp run -S` refreshes git's index and rewrites params.yaml within the same second; an edit of the
-    same size (``n_critic: 5`` -> ``0``) then has the same size and mtime second as the index entry, git
-    (without nanosecond times) calls the file unchanged, and `git checkout params.yaml` silently does nothing.
-    Even with this, after a rejected `dvc exp run -S` a fresh-clone test run saw `git checkout HEAD --
-    params.yaml` restore nothing (DVC's experiment machinery rewrites git's index around the run), which is
-    why the recovery named below writes the committed file with `git show`, which never consults the index.
+    same size (``n_critic: 5`` -> ``0``) then has the same size and mtime second as the index entry, and git
+    (without nanosecond times) calls the file unchanged. This is a courtesy, not the recovery: DVC's experiment
+    machinery can still rewrite the index after the stage (a fresh-clone test run saw `git checkout HEAD --
+    params.yaml` restore nothing), so the recovery named below uses `git show`, which never consults the index.
     """
     if path.is_file():
         later = int(path.stat().st_mtime) + 1
@@ -44,7 +43,7 @@ def main() -> None:
         check_params()
     except UserError as exc:
         if os.environ.get("DVC_STAGE"):  # run by DVC, which may have just written params.yaml
-            show_to_git(Path("params.yaml"))  # so the recovery below works
+            show_to_git(Path("params.yaml"))  # so that git shows the user the bad edit
         raise UserError(f"{exc}; {RECOVERY}") from exc
     atomic_write_bytes(paths.PARAMS_OK, MARKER_TEXT)
     print(f"params.yaml is valid; wrote {paths.PARAMS_OK}")
