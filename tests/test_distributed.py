@@ -27,6 +27,7 @@ from torch import nn
 from wgan.fileio import torch_load_safe
 from wgan.models import Generator, load_model
 from wgan.monitor import M_CRITIC, M_GENERATOR, M_HELDOUT, M_WASSERSTEIN
+from wgan.samples import load_samples
 
 TOL = 1e-4  # N processes differ from one only in the order of float sums
 GP = {"loss": "wgan-gp", "optimizer": "adam", "lr": 1e-3}  # larger steps than the defaults: a sharper test
@@ -143,6 +144,30 @@ def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch:
     assert code == 0, err
     _assert_close(reference, root, adam=True)
     _assert_same_curves(tmp_path / "one", root)
+
+
+def test_the_averaged_generator_under_two_processes_matches_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank averages its identical live weights: no communication but the BatchNorm recompute's, which
+    averages identical statistics. Rank 0's average and live generator are the 1-process run's."""
+    params = {"max_iterations": 50, "log_every": 10, "sample_interval": 20, "ema_decay": 0.9, **GP}
+    reference = _reference(tmp_path / "one", monkeypatch, **params)  # its generator is the average
+    root = _project(tmp_path / "two", **params)
+    code, _, err = _finish(_start(root, WGAN_NPROC="2"))
+    assert code == 0, err
+    _assert_close(reference, root, adam=True)  # models/generator.pt: the average, its statistics recomputed
+    live = {
+        name: torch_load_safe(r / "models/checkpoint.pt", "checkpoint", "")["generator"]
+        for name, r in (("one", tmp_path / "one"), ("two", root))
+    }
+    dead = _dead_under_batchnorm(reference.generator)
+    for key, value in live["one"].items():  # the live generator beside it, as without averaging
+        assert key in dead or (value.double() - live["two"][key].double()).abs().max().item() <= TOL, key
+    one, two = reference.samples, load_samples(root / "models/samples.pt")
+    assert one.iteration == two.iteration == [0, 20, 40, 50]  # the average's snapshots, taken on every rank
+    for a, b in zip(one.images, two.images, strict=True):  # uint8 pixels: rounding only
+        assert (a.int() - b.int()).abs().max().item() <= 1
 
 
 @pytest.mark.parametrize(
