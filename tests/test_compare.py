@@ -143,6 +143,7 @@ def test_the_command_prints_the_table(sweep: Path) -> None:
         assert rows[label].rstrip().endswith(f" {precision}"), out  # no noise mark: a real difference
     p = stats.ttest_ind(expected(SEEDS, 5e-5)["fid"], expected(SEEDS, 1e-4)["fid"], equal_var=False).pvalue
     assert f"A vs B: fid {p:.3g}, precision " in out
+    assert " vs C" not in out and "One seed, so no interval and no test: C; run more seeds." in out  # untestable
     assert rows["C"].split()[1:] == ["0.0002", "1", "60", "0.7"]  # one seed: no interval
 
     md = wgan(sweep, "compare", "--md").stdout.splitlines()
@@ -191,12 +192,15 @@ def test_grouping_from_rows_with_prefixed_columns_and_missing_metrics() -> None:
         row("d", 0.0, 5e-5, 20.0),
         row("e", 1.0, 5e-5, "!"),  # failed
         row("f", 2.0, 5e-5, None, State="Queued"),
+        # what exp_show gives for a `dvc exp run` still running: the workspace's metrics, from the run before
+        row("g", 2.0, 1e-4, 10.0, rev="workspace", State="Running", Executor="Workspace"),
+        row("h", 2.0, 5e-5, 30.0, State=None),  # a finished experiment committed to its ref has no State
     ]
     runs, skipped, columns = collect_runs(rows, {"train.seed", "train.lr", "train.g_hidden"}, ["fid"])
-    assert columns == ["fid"] and skipped == 2
+    assert columns == ["fid"] and skipped == 3
     result = compare(runs, ["fid"], skipped)
     assert [(g.config, [r.name for r in g.runs]) for g in result.groups] == [
-        ({"train.lr": 5e-5}, ["d"]),
+        ({"train.lr": 5e-5}, ["d", "h"]),
         ({"train.lr": 1e-4}, ["a", "b"]),
     ]
     assert result.duplicates == 1

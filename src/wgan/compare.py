@@ -20,6 +20,7 @@ from wgan.stats import ALPHA, CONFIDENCE, Estimate, mean_ci, welch_p, within_noi
 
 HEADLINE_METRICS = ("fid", "precision", "recall")  # the evaluate stage's quality and diversity, read together
 SEED_PARAM = "train.seed"
+FINISHED_STATES = (None, "Success")  # dvc exp show's State: empty for a committed experiment, else Queued, Running...
 META_COLUMNS = frozenset({"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"})
 PARAM_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".py")  # a "file:key" column from one of these is a param
 SWEEP_HINT = (
@@ -136,7 +137,9 @@ def collect_runs(
     runs, skipped = [], 0
     for row in experiments:
         values = {col: _number(row.get(col)) for col in chosen}
-        if any(v is None or math.isnan(v) for v in values.values()):
+        # A running `dvc exp run` shows the workspace's metrics, which are still the previous run's: not its own.
+        unfinished = row.get("State") not in FINISHED_STATES
+        if unfinished or any(v is None or math.isnan(v) for v in values.values()):
             skipped += 1
             continue
         config = tuple(sorted((c, row.get(c)) for c in param_cols if c != seed_col))
@@ -236,13 +239,17 @@ def report(result: Comparison, markdown: bool = False) -> str:
     )
     if not result.differing:
         lines.append("All experiments have the same params but the seed: one group.")
-    if result.pvalues:
+    # A pair with a one-seed group has no test: listing it would print only n/a, and a sweep of many one-seed
+    # variants would bury the few real tests under them.
+    single = [g.label for g in result.groups if len(g.runs) < 2]
+    tested = {pair: ps for pair, ps in result.pvalues.items() if not set(pair) & set(single)}
+    if tested:
         lines.append("Welch p-values:")
-        for (a, b), ps in result.pvalues.items():
+        for (a, b), ps in tested.items():
             shown = ", ".join(f"{m} {_format_p(p)}" for m, p in ps.items())
             lines.append(f"  {a} vs {b}: {shown}")
-    if any(len(g.runs) < 2 for g in result.groups):
-        lines.append("A group with one seed has no interval and no test: run more seeds.")
+    if single:
+        lines.append(f"One seed, so no interval and no test: {', '.join(single)}; run more seeds.")
     if result.skipped:
         lines.append(f"Left out {result.skipped} experiments without every metric (queued, running or failed).")
     if result.duplicates:
