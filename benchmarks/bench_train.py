@@ -192,7 +192,10 @@ def averaging_cost(loop: ProjectLoop, step_ms: float) -> str:
         ema._stale = True  # what an update does: the next use recomputes the statistics
         ema.ready(loop.step.autocast)
 
-    update_ms, batchnorm_ms = _best_ms(ema.update, 200), _best_ms(recompute, 3)
+    def update() -> None:
+        ema.update(loop.iteration)  # a moving update (ema_start 0: every iteration is past the start)
+
+    update_ms, batchnorm_ms = _best_ms(update, 200), _best_ms(recompute, 3)
     return (
         f"averaged generator (ema_decay {cfg.ema_decay}): update {update_ms:.3f} ms per generator step, "
         f"{100 * update_ms / cfg.n_critic / step_ms:.2f}% of a {step_ms:.2f} ms iteration (n_critic {cfg.n_critic}); "

@@ -50,6 +50,9 @@ def test_scientific_notation_loads_as_float(text):
         ({"lr": float("inf")}, ["train.lr", "finite"]),
         ({"betas": [0.5]}, ["train.betas", "two numbers"]),
         ({"epochs": True}, ["train.epochs", "integer"]),
+        ({"ema_start": -1}, ["train.ema_start", ">= 0"]),
+        ({"ema_start": 3}, ["train.ema_start = 3", "train.ema_decay is 0", "set ema_decay"]),
+        ({"ema_decay": 0.999, "ema_start": 200}, ["train.ema_start = 200", "train.epochs = 200", "never start"]),
     ],
 )
 def test_bad_train_values_name_key_value_and_rule(raw, fragments):

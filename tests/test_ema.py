@@ -13,7 +13,8 @@ from wgan.batches import derive_seed
 from wgan.data import to_uint8
 from wgan.ema import BN_SAMPLES, recompute_batchnorm
 from wgan.fileio import torch_load_safe
-from wgan.models import Generator
+from wgan.models import Generator, build_models
+from wgan.step import WGANStep
 
 
 def test_average_follows_each_generator_step_and_training_is_unchanged() -> None:
@@ -33,6 +34,25 @@ def test_average_follows_each_generator_step_and_training_is_unchanged() -> None
     assert all(torch.equal(a, e) for a, e in zip(average, expected, strict=True))
     assert not torch.equal(average[0], averaged.generator.model[0].weight)
     assert not any(p.requires_grad for p in average)
+
+
+def test_a_later_start_copies_the_live_generator_until_its_iteration() -> None:
+    cfg = _cfg(lr=1e-3, n_critic=2, ema_decay=0.9)
+    plain = _step(lr=1e-3, n_critic=2)
+    late = WGANStep(cfg, *build_models(cfg, torch.device("cpu")), torch.Generator().manual_seed(0), ema_start=4)
+    assert late.ema is not None
+    for i in range(8):
+        plain(_batch(seed=i), i)
+        late(_batch(seed=i), i)
+        live = _clone(late.generator.parameters())
+        if i < 4:  # the generator steps of iterations 0 and 2 come before the start: a copy
+            expected = live
+        elif i % 2 == 0:  # iterations 4 and 6: average <- 0.9 average + 0.1 live, from the copy of iteration 2
+            expected = [torch.lerp(a, p, 0.1) for a, p in zip(expected, live, strict=True)]
+        average = list(late.ema.model.parameters())
+        assert all(torch.equal(a, e) for a, e in zip(average, expected, strict=True)), i
+    assert not torch.equal(average[0], late.generator.model[0].weight)  # moving since iteration 4
+    _assert_same_state(plain.generator.state_dict(), late.generator.state_dict())  # training is untouched
 
 
 def test_batchnorm_statistics_are_recomputed_for_the_averaged_weights() -> None:
@@ -74,6 +94,19 @@ def test_a_run_samples_from_the_average_and_checkpoints_both(tmp_path: Path, mon
     with torch.no_grad():
         assert torch.equal(result.samples.images[-1], to_uint8(result.generator.eval()(fixed_z), 0.5, 0.5))
     assert not torch.equal(result.samples.images[-1], plain.samples.images[-1])
+
+
+@pytest.mark.parametrize(("iterations", "moved"), [(10, False), (11, True)], ids=["epoch-1", "epoch-2-began"])
+def test_ema_start_is_counted_in_epochs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, iterations: int, moved: bool
+) -> None:
+    """10 batches an epoch and n_critic 5: iteration 10, the first of epoch 2, is the first generator step to move
+    the average; until then it is the live generator's weights."""
+    cfg = _cfg(epochs=2, lr=1e-3, ema_decay=0.9, ema_start=1, max_iterations=iterations)
+    result = _run(_project(tmp_path), monkeypatch, cfg)
+    live = torch_load_safe("models/checkpoint.pt", "checkpoint", "")["generator"]
+    same = [torch.equal(p, live[name]) for name, p in result.generator.named_parameters()]
+    assert same == [not moved] * len(same)
 
 
 def test_score_checkpoint_rebuilds_the_run_s_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,8 +109,21 @@ class TrainConfig:
     max_iterations: Int = _int(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     ema_decay: Number = _num(0.0, ge=0.0, lt=1.0)  # averaged generator for sampling (wgan.ema); 0 = off
+    ema_start: Int = _int(0, ge=0)  # the epoch at which the average starts moving; until then it is the live G
     seed: Int = _int(0, ge=0, le=SEED_MAX)
     conditional: Bool = False  # a generator asked for a digit and a projection critic: wgan.conditional
+
+    def __post_init__(self) -> None:
+        if self.ema_start and not self.ema_decay:
+            raise UserError(
+                f"train.ema_start = {self.ema_start} needs an average, but train.ema_decay is 0 (off); "
+                f"set ema_decay (e.g. 0.999) or ema_start to 0"
+            )
+        if self.ema_start >= self.epochs and self.ema_decay:
+            raise UserError(
+                f"train.ema_start = {self.ema_start} is not before train.epochs = {self.epochs}: the average would "
+                f"never start; lower ema_start"
+            )
 
 
 @dataclass(frozen=True, config=_SECTION)

@@ -23,8 +23,10 @@ SavedState = tuple[list[torch.Tensor], dict[int, list[torch.Tensor]], torch.Tens
 class GraphedStep(WGANStep):
     """Replays the critic update (every iteration) and the generator update (every ``n_critic``-th) as graphs."""
 
-    def __init__(self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator) -> None:
-        super().__init__(cfg, generator, critic, noise)
+    def __init__(
+        self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator, ema_start: int = 0
+    ) -> None:
+        super().__init__(cfg, generator, critic, noise, ema_start=ema_start)
         self._graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
         self._static_real = torch.empty(0, device=self.device)
         self._make_capturable()
@@ -47,7 +49,7 @@ class GraphedStep(WGANStep):
             self._graphs[1].replay()
             self.generator_count += 1
             if self.ema is not None:
-                self.ema.update()  # eager, after the replay: the average is not part of the graph
+                self.ema.update(iteration)  # eager, after the replay: the average is not part of the graph
 
     def _capture(self, real: torch.Tensor) -> None:
         """Record the critic update and the generator update as two CUDA graphs.

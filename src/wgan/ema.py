@@ -5,6 +5,9 @@ After every generator step (``wgan.step``):
 
     average <- ema_decay * average + (1 - ema_decay) * live        (one ``torch._foreach_lerp_`` over G's weights)
 
+A later start (``train.ema_start`` epochs, diffusers' ``update_after_step``): before it the average is a copy of
+the live generator, so it forgets the early, poor weights; measured in the README ("The 100-epoch recipe").
+
 The live generator trains exactly as without averaging (the average reads its weights, never writes them, and
 draws from no training random stream), so the run's training is bit-identical with any ``ema_decay``.
 
@@ -34,8 +37,9 @@ BN_SAMPLES = 2048  # latents for the recomputed statistics: one batch, so mean a
 class AveragedGenerator:
     """The moving average of ``generator``'s weights and its BatchNorm statistics, ready to sample from."""
 
-    def __init__(self, generator: Generator, decay: float, seed: int) -> None:
+    def __init__(self, generator: Generator, decay: float, seed: int, start: int = 0) -> None:
         self.decay = decay
+        self.start = start  # the first iteration whose generator step moves the average; before it, a copy
         self.seed = derive_seed(seed, "ema-batchnorm")
         self.model = copy.deepcopy(generator).requires_grad_(False).eval()
         self._average = list(self.model.parameters())
@@ -43,9 +47,12 @@ class AveragedGenerator:
         self._stale = True  # the statistics do not belong to the current average yet
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Move the average towards the live weights; called after every generator step."""
-        torch._foreach_lerp_(self._average, self._live, 1.0 - self.decay)
+    def update(self, iteration: int) -> None:
+        """Move the average towards the live weights; called after the generator step of ``iteration``."""
+        if iteration < self.start:
+            torch._foreach_copy_(self._average, self._live)
+        else:
+            torch._foreach_lerp_(self._average, self._live, 1.0 - self.decay)
         self._stale = True
 
     @torch.no_grad()
@@ -88,6 +95,6 @@ def recompute_batchnorm(model: Generator, seed: int, autocast: Callable[[], Any]
             m.momentum = momentum
 
 
-def make_average(generator: Generator, decay: float, seed: int) -> AveragedGenerator | None:
+def make_average(generator: Generator, decay: float, seed: int, start: int = 0) -> AveragedGenerator | None:
     """The averaged generator of a run, or None when averaging is off (``ema_decay`` 0, the tutorial's way)."""
-    return AveragedGenerator(generator, decay, seed) if decay > 0 else None
+    return AveragedGenerator(generator, decay, seed, start) if decay > 0 else None

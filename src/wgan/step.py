@@ -44,8 +44,15 @@ class WGANStep:
     """The eager training step; ``benchmarks/bench_train.py`` times this class, so it is the real code."""
 
     def __init__(
-        self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator, world: World = ALONE
+        self,
+        cfg: TrainConfig,
+        generator: Generator,
+        critic: Critic,
+        noise: torch.Generator,
+        world: World = ALONE,
+        ema_start: int = 0,
     ) -> None:
+        """``ema_start``: the iteration at which the average starts moving (``train.ema_start`` epochs)."""
         self.cfg = cfg
         self.world = world  # this process's share of each batch, and the gradient all-reduce (wgan.distributed)
         self.generator = generator
@@ -55,7 +62,7 @@ class WGANStep:
         self.critic_params = list(critic.parameters())
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
         self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
-        self.ema = make_average(generator, cfg.ema_decay, cfg.seed)  # the averaged generator, or None (off)
+        self.ema = make_average(generator, cfg.ema_decay, cfg.seed, ema_start)  # the averaged generator, or None
         self.gp = cfg.loss == "wgan-gp"
         self.conditional = cfg.conditional
         cuda = self.device.type == "cuda"
@@ -81,17 +88,17 @@ class WGANStep:
         0-based global iteration number."""
         self.critic_step(real, labels)
         if iteration % self.cfg.n_critic == 0:
-            self.generator_step(real.shape[0])
+            self.generator_step(real.shape[0], iteration)
 
     def critic_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         self._critic_update(real, labels)
         self.critic_count += 1
 
-    def generator_step(self, n: int) -> None:
+    def generator_step(self, n: int, iteration: int = 0) -> None:
         self._generator_update(n)
         self.generator_count += 1
         if self.ema is not None:
-            self.ema.update()  # the average follows every generator step (train.ema_decay)
+            self.ema.update(iteration)  # the average follows every generator step (train.ema_decay)
 
     def _latent(self, n: int) -> torch.Tensor:
         """This rank's ``n`` rows of the global batch's noise, drawn from ``self.noise`` on its own device."""
@@ -207,6 +214,7 @@ def make_step(
     noise: torch.Generator,
     graphs: bool | None = None,
     world: World = ALONE,
+    ema_start: int = 0,
 ) -> WGANStep:
     """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
 
@@ -222,7 +230,7 @@ def make_step(
             "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
         )
     if not (can_graph if graphs is None else graphs):
-        return WGANStep(cfg, generator, critic, noise, world)
+        return WGANStep(cfg, generator, critic, noise, world, ema_start)
     from wgan.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
 
-    return GraphedStep(cfg, generator, critic, noise)
+    return GraphedStep(cfg, generator, critic, noise, ema_start=ema_start)
