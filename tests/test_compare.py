@@ -61,20 +61,28 @@ def wgan(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return run_cmd(repo, *wgan_command(), *args, check=check, env=stage_env(REPO))
 
 
-@pytest.fixture(scope="module")
-def sweep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A repo with a seed-replicated lr sweep and a one-seed lr (queued, then run), and what `wgan compare` said
-    before there was any experiment. (Reruns and failed experiments: the row tests below, which cost no DVC run.)"""
-    repo = tmp_path_factory.mktemp("sweep")
+def _commit(repo: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True)
+
+
+def _project(repo: Path) -> Path:
+    """A git + DVC repo with the stand-in stage, committed."""
     (repo / "fake_train.py").write_text(METRICS_SCRIPT)
     (repo / "dvc.yaml").write_text(DVC_YAML)
     (repo / "params.yaml").write_text(PARAMS)
     for cmd in (["init", "-q", "-b", "main"], ["config", "user.name", "test"], ["config", "user.email", "t@e.x"]):
         subprocess.run(["git", *cmd], cwd=repo, check=True)
     dvc(repo, "init", "-q")
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=repo, check=True)
+    _commit(repo, "baseline")
+    return repo
 
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A repo with a seed-replicated lr sweep and a one-seed lr (queued, then run), and what `wgan compare` said
+    before there was any experiment. (Reruns and failed experiments: the row tests below, which cost no DVC run.)"""
+    repo = _project(tmp_path_factory.mktemp("sweep"))
     nothing_yet = wgan(repo, "compare", check=False)
 
     dvc(repo, "exp", "run", "--queue", "-S", "train.seed=0,1,2", "-S", "train.lr=5e-5,1e-4")
@@ -167,6 +175,27 @@ def test_unknown_metric_and_no_project_are_one_line(sweep: Path, tmp_path: Path,
             main(["compare", "--repo", str(repo), *args])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.count("\n") == 1 and expect in err, err
+
+
+def test_num_takes_in_the_experiments_of_earlier_commits(tmp_path: Path) -> None:
+    """A new commit (new code, say) starts a new baseline: its experiments alone by default, both with --num 2."""
+    repo = _project(tmp_path)
+    dvc(repo, "exp", "run", "-S", "train.seed=0")
+    (repo / "NOTES.md").write_text("a later commit\n")
+    _commit(repo, "later")
+    dvc(repo, "exp", "run", "-S", "train.seed=1")
+
+    def seeds(*args: str) -> list[str]:
+        out = wgan(repo, "compare", "--metric", "fid", *args).stdout
+        return [line.split()[1] for line in out.splitlines()[2:] if line.startswith("A ")]
+
+    assert seeds() == ["1"]  # one group, one seed: this commit's experiment only
+    assert seeds("--num", "2") == seeds("--num", "-1") == ["2"]
+    fid = format_estimate(Estimate(*scipy_ci(expected((0, 1), 5e-5)["fid"]), 2))
+    assert fid in wgan(repo, "compare", "--metric", "fid", "--num", "2").stdout
+    bad = wgan(repo, "compare", "--num", "0", check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "expected a count of commits >= 1, or -1 for all, got '0'" in bad.stderr
 
 
 def row(name: str, seed: float, lr: float, fid: float | str | None, **extra: object) -> dict:

@@ -36,6 +36,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message}; see `{self.prog} --help`")
 
 
+def _commits(text: str) -> int:
+    """``--num``: a count of commits, or -1 for all of them (DVC's convention)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected a count of commits >= 1, or -1 for all, got {text!r}")
+    return value
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -87,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--md", action="store_true", help="print a Markdown table")
     comp.add_argument("--repo", default=".", help="the DVC project (default: the current folder)")
     comp.add_argument("--seed-param", default="train.seed", help="the param that tells replicates apart")
+    comp.add_argument(
+        "--num",
+        type=_commits,
+        default=1,
+        help="the experiments of the last NUM commits, -1 for all, like `dvc exp show --num` (default: 1)",
+    )
     comp.set_defaults(func=cmd_compare)
     return parser
 
@@ -144,13 +161,13 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    """Group the DVC experiments of this commit that differ only in the seed, and print one row per group: the
-    params that differ, the seed count and each metric's mean ± 95% confidence interval, marking differences
-    within seed noise (Welch's t-test, p > 0.05)."""
+    """Group the DVC experiments of this commit (--num: of the last NUM commits) that differ only in the seed, and
+    print one row per group: the params that differ, the seed count and each metric's mean ± 95% confidence
+    interval, marking differences within seed noise (Welch's t-test, p > 0.05)."""
     from wgan.compare import HEADLINE_METRICS, compare_experiments, report
 
     metrics = list(dict.fromkeys(args.metric or HEADLINE_METRICS))
-    print(report(compare_experiments(args.repo, metrics, args.seed_param), markdown=args.md))
+    print(report(compare_experiments(args.repo, metrics, args.seed_param, args.num), markdown=args.md))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,9 +1,10 @@
 """``wgan compare``: DVC experiments that differ only in the seed -> one row per configuration, with noise marks.
 
 The experiments come from ``dvc.api.exp_show`` (the experiments of the current commit, as ``dvc exp show``
-lists them). Experiments whose params are equal except ``train.seed`` form a group: the seeds are replicates
-of one configuration. Each group gets, per metric, the mean and its 95% confidence interval; each pair of
-groups gets Welch's t-test, and a difference with p > 0.05 is marked as within seed noise.
+lists them; ``num`` commits back along the first parents, as ``dvc exp show --num``). Experiments whose params
+are equal except ``train.seed`` form a group: the seeds are replicates of one configuration. Each group gets,
+per metric, the mean and its 95% confidence interval; each pair of groups gets Welch's t-test, and a
+difference with p > 0.05 is marked as within seed noise.
 """
 
 from __future__ import annotations
@@ -74,15 +75,15 @@ class Comparison:
         ]
 
 
-def read_experiments(repo: str = ".") -> tuple[list[dict[str, Any]], set[str]]:
-    """The rows of ``dvc.api.exp_show(repo)`` and the names of the project's params (dotted)."""
+def read_experiments(repo: str = ".", num: int = 1) -> tuple[list[dict[str, Any]], set[str]]:
+    """The rows of ``dvc.api.exp_show(repo, num=num)`` and the names of the project's params (dotted)."""
     import dvc.api
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
 
     try:
         root = Repo.find_root(repo)  # else a plain folder reads as a git URL to clone: "SCM error"
-        rows = dvc.api.exp_show(repo=root)
+        rows = dvc.api.exp_show(repo=root, num=num)
         params = dvc.api.params_show(repo=root)
     except NotDvcRepoError as exc:
         raise UserError(f"{repo} is not in a DVC project; run `wgan compare` in the project or pass --repo") from exc
@@ -186,10 +187,10 @@ def compare(
 
 
 def compare_experiments(
-    repo: str = ".", metrics: Sequence[str] = HEADLINE_METRICS, seed_param: str = SEED_PARAM
+    repo: str = ".", metrics: Sequence[str] = HEADLINE_METRICS, seed_param: str = SEED_PARAM, num: int = 1
 ) -> Comparison:
-    """Read the experiments of ``repo`` through DVC and compare their seed-replicated groups."""
-    rows, params = read_experiments(repo)
+    """Read the experiments of ``repo`` (of its last ``num`` commits, -1: all) and compare their seed groups."""
+    rows, params = read_experiments(repo, num)
     runs, skipped, _ = collect_runs(rows, params, metrics, seed_param)
     if not runs:
         why = f" ({skipped} without every metric: queued, running or failed)" if skipped else ""
