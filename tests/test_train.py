@@ -94,7 +94,7 @@ def _clone(params: Any) -> list[torch.Tensor]:
 def test_generator_step_trains_g_through_a_frozen_critic() -> None:
     step = _step(lr=1e-3)
     g_before, d_before = _clone(step.generator.parameters()), _clone(step.critic.parameters())
-    step.generator_step(32)
+    step.generator_step(32, 0)
     for p in step.generator.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0  # gradients flowed through D into G
     assert all(not torch.equal(p.detach(), b) for p, b in zip(step.generator.parameters(), g_before, strict=True))

@@ -94,7 +94,7 @@ class WGANStep:
         self._critic_update(real, labels)
         self.critic_count += 1
 
-    def generator_step(self, n: int, iteration: int = 0) -> None:
+    def generator_step(self, n: int, iteration: int) -> None:
         self._generator_update(n)
         self.generator_count += 1
         if self.ema is not None:
