@@ -39,7 +39,9 @@ def test_average_follows_each_generator_step_and_training_is_unchanged() -> None
 def test_a_later_start_copies_the_live_generator_until_its_iteration() -> None:
     cfg = _cfg(lr=1e-3, n_critic=2, ema_decay=0.9)
     plain = _step(lr=1e-3, n_critic=2)
-    late = WGANStep(cfg, *build_models(cfg, torch.device("cpu")), torch.Generator().manual_seed(0), ema_start=4)
+    late = WGANStep(
+        cfg, *build_models(cfg, torch.device("cpu")), torch.Generator().manual_seed(0), ema_start_iteration=4
+    )
     assert late.ema is not None
     for i in range(8):
         plain(_batch(seed=i), i)

@@ -24,9 +24,14 @@ class GraphedStep(WGANStep):
     """Replays the critic update (every iteration) and the generator update (every ``n_critic``-th) as graphs."""
 
     def __init__(
-        self, cfg: TrainConfig, generator: Generator, critic: Critic, noise: torch.Generator, ema_start: int = 0
+        self,
+        cfg: TrainConfig,
+        generator: Generator,
+        critic: Critic,
+        noise: torch.Generator,
+        ema_start_iteration: int = 0,
     ) -> None:
-        super().__init__(cfg, generator, critic, noise, ema_start=ema_start)
+        super().__init__(cfg, generator, critic, noise, ema_start_iteration=ema_start_iteration)
         self._graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
         self._static_real = torch.empty(0, device=self.device)
         self._make_capturable()

@@ -50,9 +50,9 @@ class WGANStep:
         critic: Critic,
         noise: torch.Generator,
         world: World = ALONE,
-        ema_start: int = 0,
+        ema_start_iteration: int = 0,
     ) -> None:
-        """``ema_start``: the iteration at which the average starts moving (``train.ema_start`` epochs)."""
+        """``ema_start_iteration``: the iteration at which the average starts moving (``train.ema_start``)."""
         self.cfg = cfg
         self.world = world  # this process's share of each batch, and the gradient all-reduce (wgan.distributed)
         self.generator = generator
@@ -62,7 +62,7 @@ class WGANStep:
         self.critic_params = list(critic.parameters())
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
         self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
-        self.ema = make_average(generator, cfg.ema_decay, cfg.seed, ema_start)  # the averaged generator, or None
+        self.ema = make_average(generator, cfg.ema_decay, cfg.seed, ema_start_iteration)  # the average, or None
         self.gp = cfg.loss == "wgan-gp"
         self.conditional = cfg.conditional
         cuda = self.device.type == "cuda"
@@ -214,7 +214,7 @@ def make_step(
     noise: torch.Generator,
     graphs: bool | None = None,
     world: World = ALONE,
-    ema_start: int = 0,
+    ema_start_iteration: int = 0,
 ) -> WGANStep:
     """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
 
@@ -230,7 +230,7 @@ def make_step(
             "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
         )
     if not (can_graph if graphs is None else graphs):
-        return WGANStep(cfg, generator, critic, noise, world, ema_start)
+        return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration)
     from wgan.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
 
-    return GraphedStep(cfg, generator, critic, noise, ema_start=ema_start)
+    return GraphedStep(cfg, generator, critic, noise, ema_start_iteration)

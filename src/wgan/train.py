@@ -149,8 +149,14 @@ class Run:
             self.log(f"{world_size} training processes; rank 0 logs and writes the outputs")
             if device.type == "cuda":
                 self.log("CUDA graphs are off under several processes: the gradient all-reduce is not recorded")
-        ema_start = cfg.ema_start * self.per_epoch  # the iteration at which the average starts moving
-        self.step = make_step(cfg, self.generator, self.critic, self.noise, world=self.world, ema_start=ema_start)
+        self.step = make_step(
+            cfg,
+            self.generator,
+            self.critic,
+            self.noise,
+            world=self.world,
+            ema_start_iteration=cfg.ema_start * self.per_epoch,  # train.ema_start counts epochs
+        )
 
         # fixed inputs for the snapshots and for the held-out Wasserstein estimate, from their own streams
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
