@@ -5,7 +5,7 @@
     ``Image.fromarray`` + ToTensor + Normalize per sample); a shuffling DataLoader with 2 workers; ``.detach()``ed
     fakes; two critic forwards; a per-parameter clamp loop; the loss formatted (a host sync) every generator step.
     Only the tutorial's generator-loss bug is fixed: its gradients flow through D into G.
-(b) this project: ``wgan.batches.epoch_batches`` + ``wgan.step.WGANStep``, i.e. the real training code, once per
+(b) this project: ``training.batches.epoch_batches`` + ``training.step.WGANStep``, i.e. the real training code, once per
     precision asked for (``train.precision`` fp32 and bf16 by default).
 
 Same models (the train section of params.yaml), batch size, device and thread count. Rounds alternate the order
@@ -14,7 +14,7 @@ all alike. Prints best-of-rounds (least disturbed by other load) and median, the
 and peak allocated memory (CUDA).
 
 With ``--ema-decay D`` a third kind of loop joins the rounds, the first precision with ``train.ema_decay = D``
-(the averaged generator, ``wgan.ema``), and the averaging's own cost is timed beside it as a share of the step:
+(the averaged generator, ``wgan.training.ema``), and the averaging's own cost is timed beside it as a share of the step:
 its update (once per generator step) and the BatchNorm recompute (once per snapshot).
 
     python benchmarks/bench_train.py [--rounds 6] [--iters 300] [--threads N] [--precisions fp32,bf16] [--ema-decay D]
@@ -37,13 +37,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
-from wgan.batches import derive_seed, epoch_batches
 from wgan.config import TrainConfig, load_section
-from wgan.data import normalize
+from wgan.data.prepared import normalize
 from wgan.device import choose_device
 from wgan.fileio import torch_load_safe
-from wgan.models import build_models
-from wgan.step import WGANStep
+from wgan.models.networks import build_models
+from wgan.training.batches import derive_seed, epoch_batches
+from wgan.training.step import WGANStep
 
 RAW_ROOT = Path("data/raw")
 PREPARED = Path("data/prepared/train.pt")

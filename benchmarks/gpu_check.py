@@ -34,12 +34,12 @@ from bench_nproc import compare as compare_process_counts
 from bench_train import PREPARED, PilDataset, ProjectLoop, TutorialLoop, interleaved, load_text, report
 from torchvision import transforms
 
-from wgan.batches import derive_seed
 from wgan.config import TrainConfig, load_section
-from wgan.data import normalize
+from wgan.data.prepared import normalize
 from wgan.fileio import torch_load_safe
-from wgan.models import build_models
-from wgan.step import make_step
+from wgan.models.networks import build_models
+from wgan.training.batches import derive_seed
+from wgan.training.step import make_step
 
 MNIST_TRAIN_SIZE = 60000
 

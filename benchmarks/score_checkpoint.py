@@ -1,7 +1,7 @@
 """Score the generators in a training checkpoint with the evaluate stage's code, one row each.
 
 The live generator, and with ``train.ema_decay`` > 0 the average twice: with its BatchNorm statistics
-recomputed for its weights (what the train stage writes, ``wgan.ema``) and with the live generator's
+recomputed for its weights (what the train stage writes, ``wgan.training.ema``) and with the live generator's
 statistics copied in (the alternative). A killed or stopped run can be scored where it stands, and one
 averaged run scores the plain recipe too: its live generator trains bit for bit as without averaging.
 Needs ``models/classifier.pt`` and ``models/real_features.pt`` (``dvc repro classifier``).
@@ -19,14 +19,15 @@ import time
 import torch
 
 from wgan import paths
-from wgan.batches import derive_seed
-from wgan.classifier import Classifier, load_real_features
-from wgan.conditional import ConditionalGenerator
 from wgan.config import load_section, parse_section
-from wgan.ema import recompute_batchnorm
-from wgan.evaluate import evaluate
+from wgan.data.model_file import load_model
+from wgan.evaluation.classifier import Classifier, load_real_features
+from wgan.evaluation.evaluate import evaluate
 from wgan.fileio import torch_load_safe
-from wgan.models import Generator, load_model
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.training.batches import derive_seed
+from wgan.training.ema import recompute_batchnorm
 
 SHOWN = ("fid", "kid", "precision", "recall", "confident", "class_tv", "classes_covered", "nn_train_median")
 SHOWN_CONDITIONAL = ("label_accuracy", "digit_fid_mean", "digit_fid_worst")

@@ -4,12 +4,12 @@ import functools
 import time
 
 from wgan import paths
-from wgan.classifier import accuracy, real_features, save_real_features, train_classifier
-from wgan.cli import run_stage
 from wgan.config import load_section
-from wgan.data import load_prepared
+from wgan.data.model_file import save_model
+from wgan.data.prepared import load_prepared
+from wgan.evaluation.classifier import accuracy, real_features, save_real_features, train_classifier
 from wgan.fileio import write_json
-from wgan.models import save_model
+from wgan.stage import run_stage
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """DVC stage `download`: real MNIST, verified, as the four IDX files under data/raw/MNIST/raw/."""
 
 from wgan import paths
-from wgan.cli import run_stage
 from wgan.config import load_section
-from wgan.mnist import fetch_mnist, install_raw
+from wgan.download.mnist import fetch_mnist, install_raw
+from wgan.stage import run_stage
 
 
 def main() -> None:

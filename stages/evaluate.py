@@ -1,15 +1,16 @@
-"""DVC stage `evaluate`: sample the trained generator and score it against real MNIST (see wgan.evaluate)."""
+"""DVC stage `evaluate`: sample the trained generator and score it against real MNIST (see wgan.evaluation.evaluate)."""
 
 import time
 
 from wgan import paths
-from wgan.classifier import Classifier, load_real_features
-from wgan.cli import run_stage
-from wgan.conditional import ConditionalGenerator
 from wgan.config import load_section
-from wgan.evaluate import evaluate
+from wgan.data.model_file import load_model
+from wgan.evaluation.classifier import Classifier, load_real_features
+from wgan.evaluation.evaluate import evaluate
 from wgan.fileio import write_json
-from wgan.models import Generator, load_model
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.stage import run_stage
 
 
 def main() -> None:

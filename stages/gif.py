@@ -1,11 +1,11 @@
-"""DVC stage `gif`: results/samples/grid_*.png -> results/wgan.gif."""
+"""DVC stage `gif`: results/samples/grid_*.png -> results/wgan.images.gif."""
 
 from __future__ import annotations
 
 from wgan import paths
-from wgan.cli import run_stage
 from wgan.config import load_section
-from wgan.gif import build_gif
+from wgan.images.gif import build_gif
+from wgan.stage import run_stage
 
 
 def main() -> None:

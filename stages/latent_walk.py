@@ -1,13 +1,14 @@
-"""DVC stage `latent_walk`: models/generator.pt -> results/latent_walk.gif (see wgan.latent)."""
+"""DVC stage `latent_walk`: models/generator.pt -> results/latent_walk.gif (see wgan.images.latent)."""
 
 from __future__ import annotations
 
 from wgan import paths
-from wgan.cli import run_stage
-from wgan.conditional import ConditionalGenerator
 from wgan.config import load_section
-from wgan.generate import Layout, pixel_norm, walk_pixels, write_walk
-from wgan.models import Generator, load_model
+from wgan.data.model_file import load_model
+from wgan.images.generate import Layout, pixel_norm, walk_pixels, write_walk
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.stage import run_stage
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from wgan import paths
-from wgan.cli import run_stage
 from wgan.config import check_params
 from wgan.errors import UserError
 from wgan.fileio import atomic_write_bytes
+from wgan.stage import run_stage
 
 MARKER_TEXT = b"params.yaml passed validation (stages/params.py)\n"  # fixed bytes: downstream deps never change
 RECOVERY = (

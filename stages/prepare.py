@@ -1,9 +1,9 @@
 """DVC stage `prepare`: IDX files -> one normalized file per split under data/prepared/."""
 
 from wgan import paths
-from wgan.cli import run_stage
 from wgan.config import load_section
-from wgan.prepare import prepare_splits
+from wgan.data.prepare import prepare_splits
+from wgan.stage import run_stage
 
 
 def main() -> None:

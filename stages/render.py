@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from wgan import paths
-from wgan.cli import run_stage
 from wgan.config import load_section
-from wgan.render import render_grids
+from wgan.images.render import render_grids
+from wgan.stage import run_stage
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """DVC stage `train`: params.yaml's train section + data/prepared/*.pt -> models/*.pt and dvclive/.
 
 The prepare section is read only to refuse prepared data made with another normalization.
-Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss exits 2 (see wgan.train).
+Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss exits 2 (see wgan.training.loop).
 The outputs are written before the checkpoint is marked finished, so a kill while writing them loses no training.
 With WGAN_NPROC=N (and WGAN_TORCHRUN for several machines) the stage relaunches itself as N torchrun workers
-(wgan.launch); under torchrun each worker joins the process group (wgan.distributed) and only rank 0 writes.
+(wgan.launch); under torchrun each worker joins the process group (wgan.training.distributed) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import sys
 
 from wgan import launch
-from wgan.cli import run_stage
 from wgan.config import load_section
+from wgan.data.model_file import save_model
+from wgan.data.samples import save_samples
 from wgan.device import choose_device
-from wgan.distributed import process_group
 from wgan.fileio import remove_stale_temps
-from wgan.models import save_model
 from wgan.paths import TrainPaths
-from wgan.samples import save_samples
-from wgan.train import TrainResult, train
+from wgan.stage import run_stage
+from wgan.training.distributed import process_group
+from wgan.training.loop import TrainResult, train
 
 
 def main() -> None:

@@ -72,9 +72,9 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def wgan_command() -> list[str]:
     """The `wgan` command as a user runs it: the console script pip installs beside this Python from
-    `[project.scripts]`, or `python -m wgan.command` in an environment installed before the script existed."""
+    `[project.scripts]`, or `python -m wgan.commands.main` in an environment installed before the script existed."""
     script = BIN / "wgan"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "wgan.command"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "wgan.commands.main"]
 
 
 def ran_stages(output: str) -> set[str]:
@@ -91,8 +91,8 @@ def real_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     if (PREPARED / "train.pt").is_file() and (PREPARED / "test.pt").is_file():
         return PREPARED
-    from wgan.mnist import fetch_mnist, install_raw
-    from wgan.prepare import prepare_splits
+    from wgan.data.prepare import prepare_splits
+    from wgan.download.mnist import fetch_mnist, install_raw
 
     root = tmp_path_factory.mktemp("mnist")
     raw = install_raw(fetch_mnist("auto", log=lambda _: None), root / "raw")

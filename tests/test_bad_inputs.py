@@ -23,10 +23,11 @@ import torch
 import yaml
 from conftest import REPO
 
-from wgan import mnist
-from wgan.classifier import Classifier
-from wgan.data import save_prepared
-from wgan.models import Critic, Generator, save_model
+from wgan.data.model_file import save_model
+from wgan.data.prepared import save_prepared
+from wgan.download import mnist
+from wgan.evaluation.classifier import Classifier
+from wgan.models.networks import Critic, Generator
 
 FAULTS = Path(__file__).parent / "fault_injection"
 SENTINEL = b"previous output, must survive a failed run\n"
@@ -37,7 +38,7 @@ STAGES = {
     "prepare": ("stages/prepare.py", "data/prepared/train.pt"),
     "train": ("stages/train.py", "models/generator.pt"),
     "render": ("stages/render.py", "results/samples/final.png"),
-    "gif": ("stages/gif.py", "results/wgan.gif"),
+    "gif": ("stages/gif.py", "results/wgan.images.gif"),
     "classifier": ("stages/classifier.py", "models/classifier.pt"),
     "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
 }

@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from wgan.classifier import (
+from wgan.config import ClassifierConfig
+from wgan.data.model_file import load_model, save_model
+from wgan.data.prepared import save_prepared, to_uint8
+from wgan.errors import UserError
+from wgan.evaluation.classifier import (
     N_CLASSES,
     Classifier,
     accuracy,
     run_classifier,
     train_classifier,
 )
-from wgan.config import ClassifierConfig
-from wgan.data import save_prepared, to_uint8
-from wgan.errors import UserError
-from wgan.models import Generator, load_model, save_model
+from wgan.models.networks import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"channels": [2, 4], "feature_dim": 8}

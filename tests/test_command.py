@@ -2,7 +2,7 @@
 latent_walk stage; one-line errors with exit code 2.
 
 A small untrained generator (saved as the train stage saves one) keeps each test to seconds: what is tested
-is which latents reach which pixels, not image quality. Most checks call `wgan.command.main` in-process; a
+is which latents reach which pixels, not image quality. Most checks call `wgan.commands.main.main` in-process; a
 few run the real console script as a user would.
 """
 
@@ -21,12 +21,14 @@ from conftest import BIN, REPO, stage_env, wgan_command
 from test_gif import read_gif
 from test_render import read_png
 
-from wgan.command import main
-from wgan.conditional import ConditionalGenerator
-from wgan.generate import generate, pixel_norm, sample_pixels, walk_pixels
-from wgan.latent import draw_latents, keyframes
-from wgan.models import Critic, Generator, load_model, save_model
-from wgan.render import make_grid
+from wgan.commands.main import main
+from wgan.data.model_file import load_model, save_model
+from wgan.images.generate import generate, pixel_norm, sample_pixels, walk_pixels
+from wgan.images.latent import keyframes
+from wgan.images.render import make_grid
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Critic, Generator
+from wgan.models.sampling import draw_latents
 
 LATENT = 16
 
@@ -58,7 +60,7 @@ def run(*args: str) -> None:
 
 def test_the_console_script_is_declared_and_installed() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"wgan": "wgan.command:main"}
+    assert scripts == {"wgan": "wgan.commands.main:main"}
     installed = importlib.metadata.entry_points(group="console_scripts", name="wgan")
     if not installed:
         pytest.skip("this environment was installed before `wgan` existed; `make test` reinstalls it")

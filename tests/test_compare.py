@@ -16,10 +16,10 @@ import pytest
 from conftest import REPO, dvc, run_cmd, stage_env, wgan_command
 from scipy import stats
 
-from wgan.command import main
-from wgan.compare import collect_runs, compare, compare_experiments, format_estimate
+from wgan.commands.compare import collect_runs, compare, compare_experiments, format_estimate
+from wgan.commands.main import main
+from wgan.commands.stats import Estimate, mean_ci, welch_p
 from wgan.errors import UserError
-from wgan.stats import Estimate, mean_ci, welch_p
 
 METRICS_SCRIPT = '''"""A stand-in for training and evaluation: metrics from params, deterministic."""
 import json
@@ -206,7 +206,7 @@ def row(name: str, seed: float, lr: float, fid: float | str | None, **extra: obj
             "params.yaml:train.seed": seed,
             "train.lr": lr,
             "train.g_hidden": "[32, 64]",
-            "src/wgan/train.py": "0123abcd",  # a dep: its hash, never a param or a metric
+            "src/wgan/training/loop.py": "0123abcd",  # a dep: its hash, never a param or a metric
         }
         | extra
     )

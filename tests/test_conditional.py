@@ -17,18 +17,14 @@ import pytest
 import torch
 from test_train import SMALL, _assert_same_state, _batch, _cfg, _project, _run
 
-from wgan.batches import epoch_batches
-from wgan.conditional import (
-    ConditionalGenerator,
-    ProjectionCritic,
-    build_conditional_models,
-    draw_fake_labels,
-    sample_digits,
-)
+from wgan.data.model_file import load_model, save_model
 from wgan.errors import UserError
-from wgan.models import Generator, load_model, save_model
-from wgan.monitor import M_GP, model_summary
-from wgan.step import WGANStep, make_step
+from wgan.models.conditional import ConditionalGenerator, ProjectionCritic, build_conditional_models
+from wgan.models.networks import Generator
+from wgan.models.sampling import sample_digits
+from wgan.progress import model_summary
+from wgan.training.batches import draw_fake_labels, epoch_batches
+from wgan.training.step import M_GP, WGANStep, make_step
 
 REPO = Path(__file__).resolve().parents[1]
 # The last commit before the conditional model: the unconditional path must train exactly as it did there.
@@ -189,7 +185,10 @@ _REFERENCE_RUN = """
 import sys, torch
 from wgan.config import parse_section
 from wgan.paths import TrainPaths
-from wgan.train import train
+try:
+    from wgan.training.loop import train
+except ImportError:  # the flat layout before src/wgan/training/
+    from wgan.train import train
 out = {}
 for loss, optimizer in (("wgan", "rmsprop"), ("wgan-gp", "adam")):
     cfg = parse_section("train", {**SMALL, "loss": loss, "optimizer": optimizer, "epochs": 2, "log_every": 5})

@@ -24,10 +24,12 @@ import torch
 from test_train import STAGE, _cfg, _project, _read_tsv, _run, _state
 from torch import nn
 
+from wgan.data.model_file import load_model
+from wgan.data.samples import load_samples
 from wgan.fileio import torch_load_safe
-from wgan.models import Generator, load_model
-from wgan.monitor import M_CRITIC, M_GENERATOR, M_HELDOUT, M_WASSERSTEIN
-from wgan.samples import load_samples
+from wgan.models.networks import Generator
+from wgan.training.live import M_HELDOUT
+from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
 TOL = 1e-4  # N processes differ from one only in the order of float sums
 GP = {"loss": "wgan-gp", "optimizer": "adam", "lr": 1e-3}  # larger steps than the defaults: a sharper test

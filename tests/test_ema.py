@@ -9,12 +9,12 @@ import pytest
 import torch
 from test_train import _assert_same_state, _batch, _cfg, _clone, _project, _run, _step
 
-from wgan.batches import derive_seed
-from wgan.data import to_uint8
-from wgan.ema import BN_SAMPLES, recompute_batchnorm
+from wgan.data.prepared import to_uint8
 from wgan.fileio import torch_load_safe
-from wgan.models import Generator, build_models
-from wgan.step import WGANStep
+from wgan.models.networks import Generator, build_models
+from wgan.training.batches import derive_seed
+from wgan.training.ema import BN_SAMPLES, recompute_batchnorm
+from wgan.training.step import WGANStep
 
 
 def test_average_follows_each_generator_step_and_training_is_unchanged() -> None:
@@ -129,9 +129,9 @@ def test_a_conditional_run_with_averaging_trains_and_writes_its_average(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The two options together: the average of a conditional generator recomputes its BatchNorm per digit."""
-    from wgan.conditional import ConditionalGenerator
-    from wgan.models import load_model, save_model
-    from wgan.train import train
+    from wgan.data.model_file import load_model, save_model
+    from wgan.models.conditional import ConditionalGenerator
+    from wgan.training.loop import train
 
     root = _project(tmp_path, n_fixed=10)
     monkeypatch.chdir(root)

@@ -12,7 +12,11 @@ import torch
 import yaml
 from test_classifier import CFG, TINY, run_stage_script, write_toy_splits
 
-from wgan.classifier import (
+from wgan.config import EvaluateConfig, parse_section
+from wgan.data.model_file import load_model, save_model
+from wgan.data.prepared import load_prepared
+from wgan.errors import UserError
+from wgan.evaluation.classifier import (
     Classifier,
     load_real_features,
     real_features,
@@ -20,12 +24,10 @@ from wgan.classifier import (
     save_real_features,
     train_classifier,
 )
-from wgan.conditional import ConditionalGenerator
-from wgan.config import EvaluateConfig, parse_section
-from wgan.data import load_prepared
-from wgan.errors import UserError
-from wgan.evaluate import build_reference, evaluate, sample_generator, score, score_digits
-from wgan.models import Generator, load_model, save_model
+from wgan.evaluation.evaluate import build_reference, evaluate, score, score_digits
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.models.sampling import draw_latents, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = [
@@ -61,10 +63,10 @@ def tiny_classifier() -> Classifier:
 
 def test_sampling_is_seeded_and_independent_of_batch_size() -> None:
     gen = tiny_generator()
-    a = sample_generator(gen, 30, seed=5, batch_size=7)
+    a = sample(gen, draw_latents((30,), gen.latent_dim, 5), batch_size=7)
     assert a.shape == (30, 1, 28, 28) and a.abs().max() <= 1
-    assert torch.allclose(a, sample_generator(gen, 30, seed=5, batch_size=30), atol=1e-6)
-    assert not torch.allclose(a, sample_generator(gen, 30, seed=6, batch_size=30))
+    assert torch.allclose(a, sample(gen, draw_latents((30,), gen.latent_dim, 5), batch_size=30), atol=1e-6)
+    assert not torch.allclose(a, sample(gen, draw_latents((30,), gen.latent_dim, 6), batch_size=30))
 
 
 def test_evaluate_reports_every_metric_with_its_floor(tmp_path: Path) -> None:

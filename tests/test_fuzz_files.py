@@ -25,15 +25,16 @@ from fuzzing import fuzz, time_limit
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from wgan import mnist
-from wgan.checkpoint import load_checkpoint
-from wgan.classifier import REAL_FEATURES_FORMAT, Classifier, load_real_features
 from wgan.config import RenderConfig
-from wgan.data import load_prepared
+from wgan.data.model_file import load_model, save_model
+from wgan.data.prepare import prepare_splits
+from wgan.data.prepared import load_prepared
+from wgan.download import mnist
 from wgan.errors import UserError
-from wgan.models import Critic, Generator, load_model, save_model
-from wgan.prepare import prepare_splits
-from wgan.render import render_grids
+from wgan.evaluation.classifier import REAL_FEATURES_FORMAT, Classifier, load_real_features
+from wgan.images.render import render_grids
+from wgan.models.networks import Critic, Generator
+from wgan.training.checkpoint import load_checkpoint
 
 SAMPLES_FORMAT = "wgan-samples-v1"
 

@@ -26,8 +26,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from wgan import paths
-from wgan.cli import run_stage
 from wgan.config import SECTIONS, load_section, parse_section, to_dict
+from wgan.stage import run_stage
 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 STAGE = runpy.run_path(str(REPO / "stages/params.py"), run_name="fuzzed")  # main() without running it

@@ -13,7 +13,7 @@ from PIL import Image
 
 from wgan.config import GifConfig
 from wgan.errors import UserError
-from wgan.gif import FINAL_NAME, build_gif, frame_durations, grid_name, select_frames
+from wgan.images.gif import FINAL_NAME, build_gif, frame_durations, grid_name, select_frames
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "gif.py"
@@ -100,8 +100,8 @@ def test_stage_writes_the_gif(tmp_path: Path) -> None:
     grids = write_grids(tmp_path / "results" / "samples", 4)
     done = run_stage(tmp_path, "  duration_ms: 50\n  stride: 2\n  final_hold_ms: 700\n")
     assert done.returncode == 0, done.stderr
-    assert "gif: results/wgan.gif with 3 frames from 3 grids" in done.stdout
-    frames, durations, loop = read_gif(tmp_path / "results" / "wgan.gif")
+    assert "gif: results/wgan.images.gif with 3 frames from 3 grids" in done.stdout
+    frames, durations, loop = read_gif(tmp_path / "results" / "wgan.images.gif")
     assert durations == [50, 50, 700] and loop == 0
     np.testing.assert_array_equal(frames[-1], grids[-1])
 
@@ -109,7 +109,7 @@ def test_stage_writes_the_gif(tmp_path: Path) -> None:
 @pytest.mark.parametrize("problem", ["no_grids", "corrupt_grid"])
 def test_stage_errors_are_one_line_and_keep_the_old_gif(tmp_path: Path, problem: str) -> None:
     folder = tmp_path / "results" / "samples"
-    old_gif = tmp_path / "results" / "wgan.gif"
+    old_gif = tmp_path / "results" / "wgan.images.gif"
     if problem == "no_grids":
         folder.mkdir(parents=True)
         Image.new("L", (7, 7)).save(folder / FINAL_NAME)  # final.png alone is not a grid
@@ -125,4 +125,4 @@ def test_stage_errors_are_one_line_and_keep_the_old_gif(tmp_path: Path, problem:
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(expected), done.stderr
     assert done.stderr.rstrip().endswith("rerun `dvc repro render`")
     assert old_gif.read_bytes() == b"GIF89a previous"
-    assert sorted(p.name for p in old_gif.parent.iterdir()) == ["samples", "wgan.gif"]
+    assert sorted(p.name for p in old_gif.parent.iterdir()) == ["samples", "wgan.images.gif"]

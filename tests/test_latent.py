@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wgan.latent import draw_latents, keyframes, latent_walk, slerp
+from wgan.images.latent import keyframes, latent_walk, slerp
+from wgan.models.sampling import draw_latents
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

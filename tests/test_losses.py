@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from wgan import losses
+from wgan.training import losses
 
 
 class LinearCritic(nn.Module):

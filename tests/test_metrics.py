@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from wgan import metrics
+from wgan.evaluation import metrics
 
 
 def _gaussian(n: int, mean: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:

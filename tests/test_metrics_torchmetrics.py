@@ -1,6 +1,6 @@
 """FID and KID cross-checked against torchmetrics (a dev dependency) on the same features.
 
-wgan.metrics stays hand-written: torchmetrics' metric classes wrap a feature extractor and accumulate state,
+wgan.evaluation.metrics stays hand-written: torchmetrics' metric classes wrap a feature extractor and accumulate state,
 while the evaluate stage scores precomputed classifier features and reuses the real-data statistics across
 experiments. Agreement here means neither implementation is trusted alone.
 """
@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from wgan.metrics import fid, kid
+from wgan.evaluation.metrics import fid, kid
 
 
 class Features(nn.Module):

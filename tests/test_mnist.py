@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wgan import mnist
+from wgan.download import mnist
+from wgan.download.mnist import MnistArrays, SourceError
 from wgan.errors import UserError
-from wgan.mnist import MnistArrays, SourceError
 
 
 def small_arrays(seed: int = 0) -> MnistArrays:
@@ -227,7 +227,7 @@ KILL_DURING_INSTALL = """
 import os, shutil, sys
 from pathlib import Path
 import wgan.fileio
-from wgan import mnist
+from wgan.download import mnist
 sys.path.insert(0, {tests!r})
 from test_mnist import small_arrays
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wgan.config import parse_section
-from wgan.optim import FusedRMSprop, make_optimizer
+from wgan.training.optim import FusedRMSprop, make_optimizer
 
 SHAPES = [(64, 49), (64,), (1, 64), (1,)]
 

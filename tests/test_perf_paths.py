@@ -17,10 +17,9 @@ import torch
 import yaml
 
 from wgan.config import TrainConfig, parse_section
-from wgan.cuda_graphs import restore_state, save_state
-from wgan.models import build_models
-from wgan.monitor import M_CRITIC, M_GENERATOR
-from wgan.step import WGANStep, make_step
+from wgan.models.networks import build_models
+from wgan.training.cuda_graphs import restore_state, save_state
+from wgan.training.step import M_CRITIC, M_GENERATOR, WGANStep, make_step
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"

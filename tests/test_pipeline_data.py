@@ -7,7 +7,7 @@ import torch
 import yaml
 from conftest import dvc, make_repo, ran_stages
 
-from wgan.data import load_prepared
+from wgan.data.prepared import load_prepared
 
 pytestmark = pytest.mark.slow
 

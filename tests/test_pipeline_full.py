@@ -56,7 +56,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
         "models/checkpoint.pt",
         "models/classifier.pt",
         "results/samples/final.png",
-        "results/wgan.gif",
+        "results/wgan.images.gif",
         "results/latent_walk.gif",
         "results/eval/metrics.json",
         "results/eval/class_hist.json",
@@ -68,7 +68,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
     # snapshots at 0, 40, 80 and the end (120): four grids, four frames of the default 100 ms
     grids = sorted((repo / "results/samples").glob("grid_*.png"))
     assert len(grids) == 4
-    with Image.open(repo / "results/wgan.gif") as gif:
+    with Image.open(repo / "results/wgan.images.gif") as gif:
         assert gif.n_frames == 4
         assert gif.info["duration"] == 100
         assert gif.info["loop"] == 0
@@ -111,7 +111,7 @@ def test_exp_run_lr_reruns_train_and_downstream_only(repo):
 def test_gif_param_reruns_only_gif(repo):
     set_params(repo, gif={"duration_ms": 250})
     assert ran_stages(dvc(repo, "repro").stdout) == {"params", "gif"}  # `params` validates every change
-    with Image.open(repo / "results/wgan.gif") as gif:
+    with Image.open(repo / "results/wgan.images.gif") as gif:
         assert gif.info["duration"] == 250
 
 
@@ -142,7 +142,7 @@ def test_plots_show_renders_curves_and_images(repo, tmp_path):
         "Critic and generator loss",
         "Wasserstein estimate",
         "final.png",
-        "wgan.gif",
+        "wgan.images.gif",
         "latent_walk.gif",
         "digit",
     ):

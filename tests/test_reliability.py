@@ -30,18 +30,20 @@ from conftest import BIN, REPO, dvc, make_repo, stage_env
 from test_bad_inputs import evil_pickle
 from test_train import SMALL, STAGE, _assert_same_state, _cfg, _project, _read_tsv, _state, _write_split
 
-import wgan.checkpoint
-import wgan.train as wgan_train
-from wgan.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from wgan.classifier import Classifier
-from wgan.data import load_prepared
+import wgan.training.checkpoint
+import wgan.training.loop as wgan_train
+from wgan.data.model_file import load_model
+from wgan.data.prepared import load_prepared
+from wgan.data.samples import load_samples
 from wgan.errors import UserError
+from wgan.evaluation.classifier import Classifier
 from wgan.fileio import torch_load_safe
-from wgan.models import Critic, Generator, load_model
-from wgan.monitor import M_CRITIC, M_GENERATOR, M_HELDOUT, M_RATE, M_WASSERSTEIN
+from wgan.models.networks import Critic, Generator
 from wgan.paths import TrainPaths
-from wgan.samples import load_samples
-from wgan.train import TrainResult, train
+from wgan.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from wgan.training.live import M_HELDOUT, M_RATE
+from wgan.training.loop import TrainResult, train
+from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
 # 512 images in batches of 16: 32 iterations an epoch, 160 in all, epoch-end checkpoints at 32, 64, 96, 128
 RUN = {"epochs": 5, "batch_size": 16, "log_every": 10, "sample_interval": 25}
@@ -263,7 +265,7 @@ def _poison_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     A forward hook on the critic module, so it works whatever the training step does inside.
     """
     armed = False
-    build, save = wgan_train.build_models, wgan.checkpoint.torch_save_atomic
+    build, save = wgan_train.build_models, wgan.training.checkpoint.torch_save_atomic
 
     def poisoned_build(cfg: Any, device: torch.device) -> Any:
         generator, critic = build(cfg, device)
@@ -276,7 +278,7 @@ def _poison_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
         armed = armed or obj.get("format") == CHECKPOINT_FORMAT
 
     monkeypatch.setattr(wgan_train, "build_models", poisoned_build)
-    monkeypatch.setattr(wgan.checkpoint, "torch_save_atomic", arming_save)
+    monkeypatch.setattr(wgan.training.checkpoint, "torch_save_atomic", arming_save)
 
 
 @pytest.mark.parametrize(

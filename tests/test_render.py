@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from wgan.config import RenderConfig
+from wgan.data.samples import SAMPLES_FORMAT, load_samples
 from wgan.errors import UserError
 from wgan.fileio import replaced_dir
-from wgan.gif import FINAL_NAME, grid_name
-from wgan.render import grid_size, make_grid, render_grids
-from wgan.samples import SAMPLES_FORMAT, load_samples
+from wgan.images.gif import FINAL_NAME, grid_name
+from wgan.images.render import grid_size, make_grid, render_grids
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "render.py"

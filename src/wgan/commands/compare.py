@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
+from wgan.commands.stats import ALPHA, CONFIDENCE, Estimate, mean_ci, welch_p, within_noise
 from wgan.errors import UserError, one_line
-from wgan.stats import ALPHA, CONFIDENCE, Estimate, mean_ci, welch_p, within_noise
 
 HEADLINE_METRICS = ("fid", "precision", "recall")  # the evaluate stage's quality and diversity, read together
 SEED_PARAM = "train.seed"

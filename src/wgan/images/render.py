@@ -6,7 +6,7 @@ comparable from frame to frame of the GIF. Grids are laid out by torchvision's `
 (``padding`` black pixels around and between the images), upscaled by pixel repetition, and
 encoded by Pillow.
 
-Grid files are named by ``wgan.gif.grid_name`` (snapshot index first, zero-padded to one width per
+Grid files are named by ``wgan.images.gif.grid_name`` (snapshot index first, zero-padded to one width per
 run), so ``sorted()`` of the names is training order.
 
 A conditional run's grids (its samples file records a digit per image) have one row per digit, top to
@@ -29,11 +29,11 @@ import torchvision
 from PIL import Image, ImageDraw, ImageFont
 
 from wgan.config import RenderConfig
+from wgan.data.samples import Samples, load_samples
 from wgan.errors import UserError
 from wgan.fileio import replaced_dir
-from wgan.gif import FINAL_NAME, grid_name
+from wgan.images.gif import FINAL_NAME, grid_name
 from wgan.paths import rerun
-from wgan.samples import Samples, load_samples
 
 CAPTION_PX = 14  # caption strip height per unit of scale
 FONT_PX = 10  # caption font size per unit of scale

@@ -1,7 +1,7 @@
 """The averaged generator (``train.ema_decay`` > 0): an exponential moving average of G's weights, for sampling.
 
 Yazıcı et al., "The Unusual Effectiveness of Averaging in GAN Training" (ICLR 2019); StyleGAN's ``G_ema``.
-After every generator step (``wgan.step``):
+After every generator step (``wgan.training.step``):
 
     average <- ema_decay * average + (1 - ema_decay) * live        (one ``torch._foreach_lerp_`` over G's weights)
 
@@ -28,8 +28,10 @@ from typing import Any
 
 import torch
 
-from wgan.batches import derive_seed
-from wgan.models import Generator
+from wgan.data.model_file import cpu_state
+from wgan.models.networks import Generator
+from wgan.models.sampling import balanced_digits, draw_latents
+from wgan.training.batches import derive_seed
 
 BN_SAMPLES = 2048  # latents for the recomputed statistics: one batch, so mean and variance are exact for it
 
@@ -64,7 +66,7 @@ class AveragedGenerator:
         return self.model
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return cpu_state(self.model)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
@@ -82,9 +84,9 @@ def recompute_batchnorm(model: Generator, seed: int, autocast: Callable[[], Any]
         m.reset_running_stats()
         m.momentum = None  # a cumulative average: after one batch, exactly that batch's statistics
     device = next(model.parameters()).device
-    z = torch.randn(BN_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    z = draw_latents((BN_SAMPLES,), model.latent_dim, seed).to(device)
     n_classes = getattr(model, "n_classes", None)  # a conditional generator: every digit equally often
-    labels = () if n_classes is None else (torch.arange(BN_SAMPLES, device=device) % n_classes,)
+    labels = () if n_classes is None else (balanced_digits(BN_SAMPLES, n_classes).to(device),)
     model.train()
     try:
         with autocast():

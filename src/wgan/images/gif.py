@@ -5,7 +5,7 @@ Grids are grayscale ('L'), which a GIF palette holds exactly, so frames are loss
 transparent when a palette slot is free, and merges identical consecutive frames (adding up their
 durations), which keeps ~470 frames of a mostly black background small.
 
-The grid naming lives here, not in ``wgan.render``, so this module needs no torch.
+The grid naming lives here, not in ``wgan.images.render``, so this module needs no torch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The CUDA-graph training step: the weight-clipping iteration recorded once as two graphs, then replayed.
 
 At batch 64 a GPU spends most of an eager iteration launching ~100 small kernels; replaying a recorded
-graph launches them all at once. The graphed iteration is the eager one (``wgan.step``) recorded, so it
+graph launches them all at once. The graphed iteration is the eager one (``wgan.training.step``) recorded, so it
 computes the same math; ``benchmarks/gpu_check.sh`` checks that on a GPU. CI has no GPU: all code that
 only a GPU runs lives here; ``save_state``/``restore_state`` (the warm-up undo) are tested on the CPU.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from wgan.config import TrainConfig
-from wgan.models import Critic, Generator
-from wgan.step import WGANStep
+from wgan.models.networks import Critic, Generator
+from wgan.training.step import WGANStep
 
 SavedState = tuple[list[torch.Tensor], dict[int, list[torch.Tensor]], torch.Tensor]
 

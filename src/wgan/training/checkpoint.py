@@ -20,29 +20,9 @@ import torch
 from wgan.config import TrainConfig, to_dict
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe, torch_save_atomic
-from wgan.paths import TrainPaths
+from wgan.paths import ROOT, TrainPaths, stage_code
 
 CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
-# The modules whose bytes decide a run's numbers: the train stage's code deps in dvc.yaml are these and
-# stages/train.py. Logging, progress and messages (monitor.py) and this bookkeeping are left out, so
-# rewording them neither reruns the train stage nor throws a saved checkpoint away.
-TRAINING_CODE = (
-    "batches.py",
-    "conditional.py",
-    "cuda_graphs.py",
-    "data.py",
-    "distributed.py",
-    "ema.py",
-    "losses.py",
-    "models.py",
-    "optim.py",
-    "step.py",
-    "train.py",
-)
-
-
-def training_code() -> list[Path]:
-    return [Path(__file__).with_name(name) for name in TRAINING_CODE]
 
 
 def _sha256(path: Path) -> str:
@@ -53,8 +33,8 @@ def _sha256(path: Path) -> str:
 def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: params, data bytes, training code, device type."""
     code = hashlib.sha256()
-    for path in training_code():
-        code.update(path.read_bytes())
+    for path in stage_code("train"):  # the train stage's code deps in dvc.yaml: one list for DVC and for resume
+        code.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return {
         "config": to_dict(cfg),
         "data": {"train": _sha256(paths.train_data), "test": _sha256(paths.test_data)},
@@ -119,10 +99,6 @@ def first_nonfinite(tree: Any, where: str = "") -> str | None:
         if found is not None:
             return found
     return None
-
-
-def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def rng_states(device: torch.device, shuffle_state: torch.Tensor, noise: torch.Generator) -> dict[str, Any]:

@@ -9,11 +9,10 @@
   gradient penalty is taken with respect to the image, the label held fixed.
 
 Model files record ``n_classes`` in their kwargs: that is what makes a saved model conditional, and
-``wgan.models.load_model`` refuses a conditional file where an unconditional model is expected, or the reverse.
+``wgan.data.model_file.load_model`` refuses a conditional file where an unconditional model is expected, or the reverse.
 
-Labels: real ones come with the batch (gathered with the same indices as the images); fake ones are drawn
-uniformly from the step's seeded noise stream, after that step's latent draw, for the whole batch and then
-split by rank with ``wgan.batches.rank_share`` (the data's sharding helper).
+Labels: real ones come with the batch (gathered with the same indices as the images); fake ones are drawn by
+``wgan.training.batches.draw_fake_labels``.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from wgan.batches import rank_share
 from wgan.config import TrainConfig
-from wgan.data import IMAGE_SHAPE, N_CLASSES
-from wgan.models import Critic, Generator
+from wgan.data.prepared import IMAGE_SHAPE, N_CLASSES
+from wgan.models.networks import Critic, Generator
 
 
 class ConditionalGenerator(nn.Module):
@@ -35,7 +33,7 @@ class ConditionalGenerator(nn.Module):
 
     KIND = "generator"  # the same kind and stage as the tutorial's: one models/generator.pt
     STAGE = "train"
-    CONDITIONAL = True  # takes a label per input (checked by wgan.models.load_model)
+    CONDITIONAL = True  # takes a label per input (checked by wgan.data.model_file.load_model)
 
     def __init__(
         self,
@@ -105,23 +103,11 @@ class ProjectionCritic(nn.Module):
 
 
 def build_conditional_models(cfg: TrainConfig, device: torch.device) -> tuple[ConditionalGenerator, ProjectionCritic]:
-    """Both conditional models, initialized from ``train.seed`` on the CPU (as ``wgan.models.build_models``)."""
+    """Both conditional models, initialized from ``train.seed`` on the CPU (as ``networks.build_models``)."""
     torch.manual_seed(cfg.seed)
     generator = ConditionalGenerator(cfg.latent_dim, cfg.g_hidden, IMAGE_SHAPE, N_CLASSES)
     critic = ProjectionCritic(IMAGE_SHAPE, cfg.d_hidden, N_CLASSES)
     return generator.to(device), critic.to(device)
-
-
-def draw_fake_labels(
-    noise: torch.Generator, n: int, n_classes: int = N_CLASSES, rank: int = 0, world_size: int = 1
-) -> torch.Tensor:
-    """``n`` uniform digits for this rank: drawn for the whole batch (``n * world_size``) on the stream's device.
-
-    Every rank draws the same whole batch from its copy of the stream and keeps its ``rank_share``, so the
-    stream stays in step across ranks and the labels do not depend on the number of processes.
-    """
-    labels = torch.randint(n_classes, (n * world_size,), device=noise.device, generator=noise)
-    return rank_share(labels, rank, world_size)
 
 
 def label_args(labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -132,28 +118,3 @@ def label_args(labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
 def digit_rows(per_digit: int, n_classes: int = N_CLASSES) -> torch.Tensor:
     """The labels ``0..0, 1..1, ..., 9..9`` (``per_digit`` each): one row per digit in the snapshot grids."""
     return torch.arange(n_classes).repeat_interleave(per_digit)
-
-
-def balanced_digits(n: int, n_classes: int = N_CLASSES) -> torch.Tensor:
-    """``n`` labels cycling ``0, 1, ..., 9, 0, ...``: equal numbers of each digit when ``n`` is a multiple of 10."""
-    return torch.arange(n) % n_classes
-
-
-@torch.no_grad()
-def sample_digits(
-    generator: ConditionalGenerator, digits: Sequence[int] | torch.Tensor, seed: int, batch_size: int = 500
-) -> torch.Tensor:
-    """One image of each requested digit, normalized like the training data, in eval mode on the model's device.
-
-    The latents are the ``seed``'s standard-normal draw (CPU), the same ones ``wgan.evaluate.sample_generator``
-    gives an unconditional generator; the result does not depend on ``batch_size``. An unknown digit is a
-    ``ValueError``.
-    """
-    labels = torch.as_tensor(digits, dtype=torch.int64).reshape(-1)
-    if labels.numel() and not bool(((labels >= 0) & (labels < generator.n_classes)).all()):
-        raise ValueError(f"digits must be in 0..{generator.n_classes - 1}, got {sorted(set(labels.tolist()))}")
-    generator.eval()
-    device = next(generator.parameters()).device
-    z = torch.randn(labels.numel(), generator.latent_dim, generator=torch.Generator().manual_seed(seed))
-    batches = zip(z.split(batch_size), labels.split(batch_size), strict=True)
-    return torch.cat([generator(zb.to(device), yb.to(device)).cpu() for zb, yb in batches])

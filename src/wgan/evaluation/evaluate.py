@@ -9,7 +9,7 @@ nearest training image (``nn_train_median``), beside the same for the test image
 (``nn_train_median_floor``), which are real digits the models never saw. A generator that copies
 its training images scores well below the floor.
 
-A conditional generator (``wgan.conditional``) is asked for equal numbers of each digit, and is also scored
+A conditional generator (``wgan.models.conditional``) is asked for equal numbers of each digit, and is also scored
 digit by digit: ``label_accuracy``, the share of samples the classifier assigns to the digit asked for (floor:
 the classifier's own test accuracy), and the FID of each digit's samples to that digit's test images
 (``digit_fid``; its mean and its worst digit, by name), the floor of each being the training subset's digit.
@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 
-from wgan import metrics
-from wgan.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
-from wgan.conditional import ConditionalGenerator, balanced_digits, sample_digits
 from wgan.config import EvaluateConfig
-from wgan.data import IMAGE_SHAPE
+from wgan.data.prepared import IMAGE_SHAPE
 from wgan.errors import UserError
-from wgan.models import Generator
+from wgan.evaluation import metrics
+from wgan.evaluation.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.models.sampling import balanced_digits, draw_latents, sample, sample_digits
 from wgan.paths import rerun
 
 
@@ -70,14 +71,6 @@ def build_reference(real: RealFeatures, cfg: EvaluateConfig) -> Reference:
         test_shares=real.test_shares,
         train=real.train,
     )
-
-
-@torch.no_grad()
-def sample_generator(generator: Generator, n: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``n`` images from a fixed-seed latent draw; the result does not depend on ``batch_size`` (eval mode)."""
-    generator.eval()
-    z = torch.randn(n, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([generator(batch) for batch in z.split(batch_size)])
 
 
 def score(samples: Outputs, ref: Reference, cfg: EvaluateConfig) -> tuple[dict[str, float], torch.Tensor]:
@@ -129,7 +122,8 @@ def evaluate(
         asked = balanced_digits(cfg.n_samples)
         images = sample_digits(generator, asked, cfg.seed, cfg.batch_size)
     else:
-        asked, images = None, sample_generator(generator, cfg.n_samples, cfg.seed, cfg.batch_size)
+        z = draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed)
+        asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
     generated = dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
     pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]
     floor = Outputs(ref.train.features[pick], ref.train.probs[pick], _pick(ref.train.labels, pick))

@@ -1,6 +1,6 @@
 """One WGAN training iteration: (1) update the critic on a batch, (2) every ``n_critic``-th iteration update G.
 
-The algorithm, with the math in ``wgan.losses``:
+The algorithm, with the math in ``wgan.training.losses``:
 
     (1) critic:    minimize  mean D(G(z)) - mean D(x)  [+ gp_lambda * (||grad D(x_hat)|| - 1)^2   (wgan-gp)]
                    then clip every critic weight to [-clip_value, clip_value]                          (wgan)
@@ -10,7 +10,7 @@ An iteration is one critic step; the generator steps on every iteration ``i`` (0
 whole run, not per epoch as in the tutorial) with ``i % n_critic == 0``, so the cadence does not jump at
 epoch boundaries. Fresh noise is drawn for every step from the seeded ``noise`` stream.
 
-Conditional runs (``train.conditional``, ``wgan.conditional``): both models also take a digit per image. The
+Conditional runs (``train.conditional``, ``wgan.models.conditional``): both models also take a digit per image. The
 critic sees the real batch with its labels and fakes of uniformly drawn digits; the generator is asked for
 uniformly drawn digits. Per step, the noise stream gives the latents first, then the fake digits, then (wgan-gp)
 the interpolation weights. The penalty holds each interpolate's label fixed at its real image's.
@@ -18,8 +18,8 @@ the interpolation weights. The penalty holds each interpolate's label fixed at i
 Metrics are summed on the device and read (one host sync) only by ``take_metrics``. Speed choices: fakes for
 the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
 frozen during the generator step; clipping is two ``_foreach`` calls; on the CPU the optimizers run fused
-kernels (``wgan.optim``). On CUDA, ``make_step`` records the iteration as CUDA graphs (``wgan.cuda_graphs``).
-Under several processes (``wgan.distributed``) each rank trains on its rows of every batch and of the batch's
+kernels (``wgan.training.optim``). On CUDA, ``make_step`` records the iteration as CUDA graphs (``cuda_graphs``).
+Under several processes (``wgan.training.distributed``) each rank trains on its rows of every batch and of the batch's
 noise, and the gradients are averaged over ranks before each optimizer step: the same math as one process.
 """
 
@@ -31,13 +31,19 @@ from typing import Any
 
 import torch
 
-from wgan import losses, optim
-from wgan.conditional import draw_fake_labels, label_args
 from wgan.config import TrainConfig
-from wgan.distributed import ALONE, World
-from wgan.ema import make_average
-from wgan.models import Critic, Generator
-from wgan.monitor import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
+from wgan.models.conditional import label_args
+from wgan.models.networks import Critic, Generator
+from wgan.training import losses, optim
+from wgan.training.batches import draw_fake_labels
+from wgan.training.distributed import ALONE, World
+from wgan.training.ema import make_average
+
+# DVCLive metric names of the step's sums: files are dvclive/plots/metrics/<name>.tsv, keys nest on "/"
+M_CRITIC = "train/critic_loss"  # what the critic minimizes: -wasserstein, plus the penalty under wgan-gp
+M_GENERATOR = "train/generator_loss"
+M_WASSERSTEIN = "train/wasserstein"
+M_GP = "train/gradient_penalty"
 
 
 class WGANStep:
@@ -54,7 +60,9 @@ class WGANStep:
     ) -> None:
         """``ema_start_iteration``: the iteration at which the average starts moving (``train.ema_start``)."""
         self.cfg = cfg
-        self.world = world  # this process's share of each batch, and the gradient all-reduce (wgan.distributed)
+        self.world = (
+            world  # this process's share of each batch, and the gradient all-reduce (wgan.training.distributed)
+        )
         self.generator = generator
         self.critic = critic
         self.noise = noise
@@ -231,6 +239,6 @@ def make_step(
         )
     if not (can_graph if graphs is None else graphs):
         return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration)
-    from wgan.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
+    from wgan.training.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
 
     return GraphedStep(cfg, generator, critic, noise, ema_start_iteration)

@@ -3,7 +3,7 @@
 An N-process run computes the 1-process math up to the order of float sums:
 
 * ``train.batch_size`` is the global batch. Rank ``r`` takes rows ``r, r + N, r + 2N, ...`` of every batch
-  (``wgan.batches.batch_indices``) and, by ``World.share``, the same rows of the batch's noise: every rank draws
+  (``batches.batch_indices``) and, by ``World.share``, the same rows of the batch's noise: every rank draws
   the global batch's noise (latents and the gradient penalty's mixing weights) from the same seeded stream.
 * After each backward pass the gradients are averaged over ranks with one all-reduce of a flat buffer
   (``World.average_gradients``). Not DDP: DDP's hooks fire per backward pass, the gradient penalty's double
@@ -35,9 +35,9 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
-from wgan.batches import rank_share
-from wgan.cli import EXIT_USER_ERROR, StageInterrupted
 from wgan.errors import UserError, one_line
+from wgan.stage import EXIT_USER_ERROR, StageInterrupted
+from wgan.training.batches import rank_share
 
 ENV_TIMEOUT = "WGAN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0

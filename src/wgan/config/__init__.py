@@ -108,10 +108,10 @@ class TrainConfig:
     checkpoint_every: Int = _int(1, ge=1)
     max_iterations: Int = _int(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
-    ema_decay: Number = _num(0.0, ge=0.0, lt=1.0)  # averaged generator for sampling (wgan.ema); 0 = off
+    ema_decay: Number = _num(0.0, ge=0.0, lt=1.0)  # averaged generator for sampling (wgan.training.ema); 0 = off
     ema_start: Int = _int(0, ge=0)  # the epoch at which the average starts moving; until then it is the live G
     seed: Int = _int(0, ge=0, le=SEED_MAX)
-    conditional: Bool = False  # a generator asked for a digit and a projection critic: wgan.conditional
+    conditional: Bool = False  # a generator asked for a digit and a projection critic: wgan.models.conditional
 
     def __post_init__(self) -> None:
         if self.ema_start and not self.ema_decay:
@@ -139,7 +139,7 @@ class RenderConfig:
 
 @dataclass(frozen=True, config=_SECTION)
 class GifConfig:
-    """How the grids become ``results/wgan.gif``."""
+    """How the grids become ``results/wgan.images.gif``."""
 
     duration_ms: Int = _int(100, ge=1, le=GIF_MS_MAX)
     loop: Int = _int(0, ge=0, le=65535)  # a 16-bit count in the GIF
@@ -149,7 +149,7 @@ class GifConfig:
 
 @dataclass(frozen=True, config=_SECTION)
 class LatentWalkConfig:
-    """The latent-walk GIF of the trained generator (``results/latent_walk.gif``), see ``wgan.latent``."""
+    """The latent-walk GIF of the trained generator (``results/latent_walk.gif``), see ``wgan.images.latent``."""
 
     n: Int = _int(16, ge=1, le=4096)
     steps: Int = _int(64, ge=2, le=4096)

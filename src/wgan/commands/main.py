@@ -5,9 +5,9 @@
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
     wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
 
-Only argument parsing lives here; the work is in ``wgan.generate``, ``wgan.latent`` and ``wgan.compare``
+Only argument parsing lives here; the work is in ``images.generate``, ``images.latent`` and ``commands.compare``
 (imported per subcommand, so ``wgan compare`` does not load torch). Errors are one line and exit code 2,
-through the same wrapper as the stages (``wgan.cli.run_stage``).
+through the same wrapper as the stages (``wgan.stage.run_stage``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wgan.cli import run_stage
 from wgan.errors import UserError
+from wgan.stage import run_stage
 
 if TYPE_CHECKING:
-    from wgan.conditional import ConditionalGenerator
-    from wgan.models import Generator
+    from wgan.models.conditional import ConditionalGenerator
+    from wgan.models.networks import Generator
 
 MODEL = "models/generator.pt"
 MODEL_HINT = "pass --model PATH, or train one with `dvc repro train`"
@@ -124,8 +124,9 @@ def _output(out: str, suffix: str) -> Path:
 
 def _load(model: str) -> Generator | ConditionalGenerator:
     # here, not at the top: `wgan compare` needs no torch
-    from wgan.conditional import ConditionalGenerator
-    from wgan.models import Generator, load_model
+    from wgan.data.model_file import load_model
+    from wgan.models.conditional import ConditionalGenerator
+    from wgan.models.networks import Generator
 
     return load_model(model, (Generator, ConditionalGenerator), MODEL_HINT)
 
@@ -133,7 +134,7 @@ def _load(model: str) -> Generator | ConditionalGenerator:
 def cmd_sample(args: argparse.Namespace) -> None:
     """Draw --n digits from the latents of --seed (eval mode, CPU: the same seed gives the same pixels) and write
     them as one grid (--out x.png, --nrow per row) or, with --out some/dir/, one PNG per image."""
-    from wgan.generate import Layout, pixel_norm, sample_pixels, write_each, write_grid
+    from wgan.images.generate import Layout, pixel_norm, sample_pixels, write_each, write_grid
 
     folder = args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()
     out = Path(args.out) if folder else _output(args.out, ".png")
@@ -150,7 +151,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     """Walk --n rows in lockstep through --points random latents each (spherical interpolation) and back to the
     start, --steps frames in all, and write them as a looping GIF (--out x.gif)."""
-    from wgan.generate import Layout, pixel_norm, walk_pixels, write_walk
+    from wgan.images.generate import Layout, pixel_norm, walk_pixels, write_walk
 
     out = _output(args.out, ".gif")
     if args.points > args.steps:
@@ -164,7 +165,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     """Group the DVC experiments of this commit (--num: of the last NUM commits) that differ only in the seed, and
     print one row per group: the params that differ, the seed count and each metric's mean ± 95% confidence
     interval, marking differences within seed noise (Welch's t-test, p > 0.05)."""
-    from wgan.compare import HEADLINE_METRICS, compare_experiments, report
+    from wgan.commands.compare import HEADLINE_METRICS, compare_experiments, report
 
     metrics = list(dict.fromkeys(args.metric or HEADLINE_METRICS))
     print(report(compare_experiments(args.repo, metrics, args.seed_param, args.num), markdown=args.md))

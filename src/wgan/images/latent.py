@@ -13,11 +13,6 @@ import torch
 PARALLEL_EPS = 1e-7  # below this |sin(angle)|, two points are (anti)parallel and slerp falls back to lerp
 
 
-def draw_latents(shape: tuple[int, ...], latent_dim: int, seed: int) -> torch.Tensor:
-    """Standard-normal latent vectors ``[*shape, latent_dim]`` from their own seeded generator (CPU, float32)."""
-    return torch.randn(*shape, latent_dim, generator=torch.Generator().manual_seed(seed))
-
-
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1) along the last dimension.
 

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
+from wgan.data.prepared import N_CLASSES
+
 
 def derive_seed(seed: int, stream: str) -> int:
     """Independent 63-bit seeds for the named random streams of one run (no overlap between streams)."""
@@ -49,3 +51,15 @@ def epoch_batches(
     for i in range(start, images.shape[0] // batch_size):
         idx = batch_indices(perm, i, batch_size, rank, world_size)
         yield images[idx], None if labels is None else labels[idx]
+
+
+def draw_fake_labels(
+    noise: torch.Generator, n: int, n_classes: int = N_CLASSES, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """``n`` uniform digits for this rank: drawn for the whole batch (``n * world_size``) on the stream's device.
+
+    Every rank draws the same whole batch from its copy of the stream and keeps its ``rank_share``, so the
+    stream stays in step across ranks and the labels do not depend on the number of processes.
+    """
+    labels = torch.randint(n_classes, (n * world_size,), device=noise.device, generator=noise)
+    return rank_share(labels, rank, world_size)

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wgan.config import ClassifierConfig
-from wgan.data import N_CLASSES, Split
+from wgan.data.prepared import N_CLASSES, Split
 from wgan.errors import UserError
+from wgan.evaluation.metrics import class_shares
 from wgan.fileio import torch_load_safe, torch_save_atomic
-from wgan.metrics import class_shares
 from wgan.paths import rerun
 
 LOAD_HINT = rerun("classifier")
@@ -39,7 +39,7 @@ class Classifier(nn.Module):
     affine map, so features do not depend on how the images are batched.
     """
 
-    KIND = "classifier"  # the model file format: wgan.models.save_model / load_model
+    KIND = "classifier"  # the model file format: wgan.models.networks.save_model / load_model
     STAGE = "classifier"  # the stage that writes it
 
     def __init__(self, channels: Sequence[int] = (16, 32), feature_dim: int = 128) -> None:

@@ -1,9 +1,9 @@
 """Images from a trained generator: sample grids, one PNG per image, and latent-walk GIFs.
 
 Shared by the ``wgan`` command and the ``latent_walk`` stage. The generator runs in eval mode on the CPU, in
-batches whose size does not change the result, from latents drawn by ``wgan.latent.draw_latents``: the same
-seed gives the same pixels. Grids are ``wgan.render.make_grid``'s layout and GIFs are written by
-``wgan.gif.write_gif``, so they look like the render and gif stages' output.
+batches whose size does not change the result, from latents drawn by ``wgan.images.latent.draw_latents``: the same
+seed gives the same pixels. Grids are ``wgan.images.render.make_grid``'s layout and GIFs are written by
+``wgan.images.gif.write_gif``, so they look like the render and gif stages' output.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wgan.conditional import ConditionalGenerator
 from wgan.config import PARAMS_FILE, defaults, load_section
-from wgan.data import to_uint8
+from wgan.data.prepared import to_uint8
 from wgan.errors import UserError
 from wgan.fileio import atomic_path
-from wgan.gif import write_gif
-from wgan.latent import draw_latents, latent_walk
-from wgan.models import Generator
-from wgan.render import make_grid
+from wgan.images.gif import write_gif
+from wgan.images.latent import latent_walk
+from wgan.images.render import make_grid
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.models.sampling import balanced_digits, draw_latents, sample
 
-BATCH_SIZE = 500  # generator forward batch; eval mode makes the images independent of it
 INDEX_DIGITS = 4  # minimum width of the number in a per-image file name: sample_0000.png
 
 
@@ -57,7 +57,7 @@ def digits_for(generator: Generator | ConditionalGenerator, n: int, digit: int |
         return None
     if digit is not None and not 0 <= digit < generator.n_classes:
         raise UserError(f"--digit {digit} is not a digit of this generator (0 to {generator.n_classes - 1})")
-    return torch.full((n,), digit) if digit is not None else torch.arange(n) % generator.n_classes
+    return torch.full((n,), digit) if digit is not None else balanced_digits(n, generator.n_classes)
 
 
 @torch.no_grad()
@@ -72,13 +72,7 @@ def generate(
     channels = generator.img_shape[0]
     if channels != 1:
         raise UserError(f"the generator makes {channels}-channel images; wgan draws grayscale ones (1 channel)")
-    generator.eval()
-    if labels is None:
-        images = torch.cat([generator(batch) for batch in z.split(BATCH_SIZE)])
-    else:
-        pairs = zip(z.split(BATCH_SIZE), labels.split(BATCH_SIZE), strict=True)
-        images = torch.cat([generator(batch, digits) for batch, digits in pairs])
-    return to_uint8(images, *norm)[:, 0].numpy()
+    return to_uint8(sample(generator, z, labels), *norm)[:, 0].numpy()
 
 
 def sample_pixels(

@@ -1,0 +1,59 @@
+"""Drawing from a trained generator: seeded latents, the digits to ask for, batched eval-mode sampling.
+
+One seed gives the same latents (CPU, float32) whatever the device and the batch size, so the evaluate stage,
+`wgan sample`, the latent walk and the averaged generator's BatchNorm statistics all draw the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from wgan.data.prepared import N_CLASSES
+from wgan.models.conditional import ConditionalGenerator, label_args
+from wgan.models.networks import Generator
+
+BATCH_SIZE = 500  # generator forward batch; eval mode makes the images independent of it
+
+
+def draw_latents(shape: tuple[int, ...], latent_dim: int, seed: int) -> torch.Tensor:
+    """Standard-normal latent vectors ``[*shape, latent_dim]`` from their own seeded generator (CPU, float32)."""
+    return torch.randn(*shape, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def balanced_digits(n: int, n_classes: int = N_CLASSES) -> torch.Tensor:
+    """``n`` labels cycling ``0, 1, ..., 9, 0, ...``: equal numbers of each digit when ``n`` is a multiple of 10."""
+    return torch.arange(n) % n_classes
+
+
+@torch.no_grad()
+def sample(
+    generator: Generator | ConditionalGenerator,
+    z: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """The images [N, C, H, W] of latents ``z`` [N, latent_dim] (and digits ``labels`` [N] for a conditional
+    generator), normalized like the training data: in eval mode, batch by batch on the model's device, on CPU."""
+    generator.eval()
+    device = next(generator.parameters()).device
+    z_batches = z.split(batch_size)
+    label_batches = labels.split(batch_size) if labels is not None else [None] * len(z_batches)
+    return torch.cat(
+        [
+            generator(zb.to(device), *label_args(None if yb is None else yb.to(device))).cpu()
+            for zb, yb in zip(z_batches, label_batches, strict=True)
+        ]
+    )
+
+
+def sample_digits(
+    generator: ConditionalGenerator, digits: Sequence[int] | torch.Tensor, seed: int, batch_size: int = BATCH_SIZE
+) -> torch.Tensor:
+    """One image of each requested digit, from the ``seed``'s latents (those an unconditional generator gets
+    too); an unknown digit is a ``ValueError``."""
+    labels = torch.as_tensor(digits, dtype=torch.int64).reshape(-1)
+    if labels.numel() and not bool(((labels >= 0) & (labels < generator.n_classes)).all()):
+        raise ValueError(f"digits must be in 0..{generator.n_classes - 1}, got {sorted(set(labels.tolist()))}")
+    return sample(generator, draw_latents((labels.numel(),), generator.latent_dim, seed), labels, batch_size)
