@@ -39,7 +39,7 @@ from wgan.data.prepared import normalize
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import build_models
 from wgan.training.batches import derive_seed
-from wgan.training.step import make_step
+from wgan.training.cuda_graphs import make_step
 
 MNIST_TRAIN_SIZE = 60000
 

@@ -11,16 +11,13 @@ import time
 from pathlib import Path
 
 from wgan import paths
-from wgan.config import check_params
+from wgan.config import RESTORE_HINT, check_params
 from wgan.errors import UserError
 from wgan.fileio import atomic_write_bytes
 from wgan.stage import run_stage
 
 MARKER_TEXT = b"params.yaml passed validation (stages/params.py)\n"  # fixed bytes: downstream deps never change
-RECOVERY = (
-    "no stage ran and no output was removed: fix params.yaml "
-    "(`git show HEAD:params.yaml > params.yaml` writes the committed values back) and run again"
-)
+RECOVERY = f"no stage ran and no output was removed: fix params.yaml ({RESTORE_HINT}) and run again"
 
 
 def show_to_git(path: Path) -> None:

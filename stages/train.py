@@ -45,7 +45,7 @@ def main() -> None:
                     print(f"removed {stale}, left by an interrupted write")
         device = world.device(device)
         norm = (prepare.mean, prepare.std)
-        train(cfg, paths, device, world.rank, world.world_size, norm=norm, deliver=deliver)
+        train(cfg, paths, device, world, norm=norm, deliver=deliver)
 
 
 if __name__ == "__main__":

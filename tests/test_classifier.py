@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from wgan.config import ClassifierConfig
 from wgan.data.model_file import load_model, save_model
@@ -24,7 +25,6 @@ from wgan.evaluation.classifier import (
 )
 from wgan.models.networks import Generator
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"channels": [2, 4], "feature_dim": 8}
 CFG = ClassifierConfig(epochs=8, batch_size=16, lr=1e-2, seed=0)
 
@@ -110,7 +110,7 @@ def write_toy_splits(root: Path, n_train: int, n_test: int) -> None:
 
 def run_stage_script(stage: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``stages/<stage>.py`` in ``cwd`` as DVC would (paths relative to the working directory)."""
-    script = ROOT / "stages" / f"{stage}.py"
+    script = REPO / "stages" / f"{stage}.py"
     return subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True)
 
 

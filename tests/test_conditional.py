@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import SMALL, _assert_same_state, _batch, _cfg, _project, _run
+from conftest import REPO
+from helpers import SMALL, assert_same_state, make_project, run_train, small_cfg, toy_batch
 
 from wgan.data.model_file import load_model, save_model
 from wgan.errors import UserError
@@ -24,15 +25,15 @@ from wgan.models.networks import Generator
 from wgan.models.sampling import sample_digits
 from wgan.progress import model_summary
 from wgan.training.batches import draw_fake_labels, epoch_batches
-from wgan.training.step import M_GP, WGANStep, make_step
+from wgan.training.cuda_graphs import make_step
+from wgan.training.step import M_GP, WGANStep
 
-REPO = Path(__file__).resolve().parents[1]
 # The last commit before the conditional model: the unconditional path must train exactly as it did there.
 BEFORE_CONDITIONAL = "e7a1d02"
 
 
 def _models(**overrides: Any) -> tuple[ConditionalGenerator, ProjectionCritic]:
-    return build_conditional_models(_cfg(conditional=True, **overrides), torch.device("cpu"))
+    return build_conditional_models(small_cfg(conditional=True, n_fixed=10, **overrides), torch.device("cpu"))
 
 
 def test_shapes_and_model_files_record_the_condition(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ def test_generator_output_depends_on_the_label() -> None:
 
 
 def test_fake_labels_are_uniform_and_drawn_after_the_latents() -> None:
-    step = make_step(_cfg(conditional=True), *_models(), torch.Generator().manual_seed(5))
+    step = make_step(small_cfg(conditional=True, n_fixed=10), *_models(), torch.Generator().manual_seed(5))
     labels = torch.cat([step._fake_labels(64) for _ in range(300)])  # 19,200 draws over a batch stream
     counts = torch.bincount(labels, minlength=10).float()
     expected = len(labels) / 10
@@ -139,13 +140,13 @@ def test_batches_carry_the_labels_of_their_images() -> None:
 
 def test_conditional_steps_train_both_models_with_clipping_and_with_the_penalty() -> None:
     for loss, optimizer in (("wgan", "rmsprop"), ("wgan-gp", "adam")):
-        cfg = _cfg(conditional=True, loss=loss, optimizer=optimizer, lr=1e-3)
+        cfg = small_cfg(conditional=True, n_fixed=10, loss=loss, optimizer=optimizer, lr=1e-3)
         generator, critic = build_conditional_models(cfg, torch.device("cpu"))
         step = WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
         embed_before = critic.embed.weight.detach().clone()
         g_before = generator.embed.weight.detach().clone()
         for i in range(3):
-            step(_batch(seed=i), i, torch.randint(10, (32,)))
+            step(toy_batch(seed=i), i, torch.randint(10, (32,)))
         assert not torch.equal(critic.embed.weight, embed_before) and not torch.equal(generator.embed.weight, g_before)
         assert all(table.weight.abs().sum() > 0 for table in generator.modulation)  # the per-digit BatchNorm trains
         if loss == "wgan":
@@ -158,15 +159,15 @@ def test_conditional_run_snapshots_one_row_per_digit_and_is_deterministic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params = {"conditional": True, "epochs": 2, "n_fixed": 25, "log_every": 4}
-    first = _run(_project(tmp_path / "a"), monkeypatch, _cfg(**params))
+    first = run_train(make_project(tmp_path / "a"), monkeypatch, small_cfg(**params))
     assert first.samples.labels is not None and first.samples.labels.tolist() == [d for d in range(10) for _ in "ab"]
     last = first.samples.images[-1]
     assert last.shape == (20, 1, 28, 28)
-    second = _run(_project(tmp_path / "b"), monkeypatch, _cfg(**{**params, "log_every": 7}))
-    _assert_same_state(first.generator.state_dict(), second.generator.state_dict())
-    _assert_same_state(first.critic.state_dict(), second.critic.state_dict())
+    second = run_train(make_project(tmp_path / "b"), monkeypatch, small_cfg(**{**params, "log_every": 7}))
+    assert_same_state(first.generator.state_dict(), second.generator.state_dict())
+    assert_same_state(first.critic.state_dict(), second.critic.state_dict())
     with pytest.raises(UserError, match=r"train.n_fixed = 8 is too small for a conditional run"):
-        _run(_project(tmp_path / "c"), monkeypatch, _cfg(conditional=True, n_fixed=8))
+        run_train(make_project(tmp_path / "c"), monkeypatch, small_cfg(conditional=True, n_fixed=8))
 
 
 def test_sample_digits_gives_the_asked_digits_independent_of_batching() -> None:
@@ -214,8 +215,8 @@ def test_unconditional_weights_are_bit_identical_to_the_code_before_this_model(t
         pytest.skip(f"git history without {BEFORE_CONDITIONAL} (a shallow clone?)")
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(tmp_path / "before", filter="data")
-    before = _weights(tmp_path / "before/src", _project(tmp_path / "a"))
-    now = _weights(REPO / "src", _project(tmp_path / "b"))
+    before = _weights(tmp_path / "before/src", make_project(tmp_path / "a"))
+    now = _weights(REPO / "src", make_project(tmp_path / "b"))
     for loss in ("wgan", "wgan-gp"):
-        _assert_same_state(before[loss], now[loss])
+        assert_same_state(before[loss], now[loss])
     assert not torch.equal(before["wgan"]["model.0.weight"], before["wgan-gp"]["model.0.weight"])

@@ -1,14 +1,11 @@
 """params.yaml sections load into typed configs; every kind of bad value is a one-line UserError."""
 
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import REPO
 
 from wgan.config import SECTIONS, load_section, parse_section, read_params
 from wgan.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_repo_params_load_and_list_every_key():
@@ -96,3 +93,11 @@ def test_missing_file_and_missing_section(tmp_path):
 
 def test_omitted_keys_take_defaults():
     assert parse_section("train", {"epochs": 3}) == SECTIONS["train"](epochs=3)
+
+
+def test_a_conditional_run_needs_a_snapshot_row_per_digit() -> None:
+    """A rule of the train section alone, so the params stage refuses it before any stage runs."""
+    with pytest.raises(UserError, match=r"^train.n_fixed = 8 is too small for a conditional run.*at least 10$"):
+        parse_section("train", {"conditional": True, "n_fixed": 8})
+    assert parse_section("train", {"conditional": True, "n_fixed": 10}).n_fixed == 10
+    assert parse_section("train", {"n_fixed": 8}).n_fixed == 8  # the tutorial's model shows any number

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import STAGE, _cfg, _project, _read_tsv, _run, _state
+from helpers import STAGE, load_state, make_project, read_tsv, run_train, small_cfg
 from torch import nn
 
 from wgan.data.model_file import load_model
@@ -55,7 +55,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str
 
 def _reference(root: Path, monkeypatch: pytest.MonkeyPatch, **params: Any) -> Any:
     """The one-process run of ``params`` (in this process)."""
-    return _run(_project(root, **params), monkeypatch, _cfg(**params))
+    return run_train(make_project(root, **params), monkeypatch, small_cfg(**params))
 
 
 def _dead_under_batchnorm(generator: Generator) -> set[str]:
@@ -81,8 +81,8 @@ def _assert_close(result: Any, root: Path, adam: bool = False) -> None:
     change, the generator's training-mode output, instead of by value.
     """
     dead = _dead_under_batchnorm(result.generator) if adam else set()
-    _assert_state_close(result.generator.state_dict(), _state(root / "models/generator.pt"), "generator", dead)
-    _assert_state_close(result.critic.state_dict(), _state(root / "models/critic.pt"), "critic")
+    _assert_state_close(result.generator.state_dict(), load_state(root / "models/generator.pt"), "generator", dead)
+    _assert_state_close(result.critic.state_dict(), load_state(root / "models/critic.pt"), "critic")
     if dead:
         loaded = load_model(root / "models/generator.pt", Generator).train()
         z = torch.randn(64, loaded.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -108,7 +108,7 @@ def _assert_same_curves(reference: Path, root: Path) -> None:
     """The same metric points to within 0.1% (the held-out estimate runs in eval mode, where the biases under
     a BatchNorm that Adam moves by rounding (``_dead_under_batchnorm``) shift the output a little)."""
     for name in (M_CRITIC, M_GENERATOR, M_WASSERSTEIN, M_HELDOUT):
-        a, b = (_read_tsv(r / f"dvclive/plots/metrics/{name}.tsv") for r in (reference, root))
+        a, b = (read_tsv(r / f"dvclive/plots/metrics/{name}.tsv") for r in (reference, root))
         assert [r["step"] for r in a] == [r["step"] for r in b], name
         assert [float(r[name.split("/")[1]]) for r in a] == pytest.approx(
             [float(r[name.split("/")[1]]) for r in b], rel=1e-3, abs=TOL
@@ -128,7 +128,7 @@ def test_wgan_two_processes_and_two_machines_match_one_process(tmp_path: Path, m
     params = {"max_iterations": 50, "log_every": 10}
     reference = _reference(tmp_path / "one", monkeypatch, **params)
 
-    local = _project(tmp_path / "two", **params)
+    local = make_project(tmp_path / "two", **params)
     code, out, err = _finish(_start(local, WGAN_NPROC="2"))
     assert code == 0, err
     _assert_close(reference, local)
@@ -137,7 +137,7 @@ def test_wgan_two_processes_and_two_machines_match_one_process(tmp_path: Path, m
 
     # two "machines" (folders), one process each, meeting at a c10d rendezvous: only rank 0's folder gets outputs
     rdzv = f"--nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:{_free_port()} --rdzv-id=test"
-    machines = [_project(tmp_path / f"machine{i}", **params) for i in range(2)]
+    machines = [make_project(tmp_path / f"machine{i}", **params) for i in range(2)]
     procs = [_start(m, WGAN_NPROC="1", WGAN_TORCHRUN=rdzv) for m in machines]
     for proc in procs:
         code, _, err = _finish(proc)
@@ -150,7 +150,7 @@ def test_wgan_two_processes_and_two_machines_match_one_process(tmp_path: Path, m
 def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"max_iterations": 50, "log_every": 10, **GP}
     reference = _reference(tmp_path / "one", monkeypatch, **params)
-    root = _project(tmp_path / "two", **params)
+    root = make_project(tmp_path / "two", **params)
     code, _, err = _finish(_start(root, torchrun=["--nproc-per-node=2", "--standalone"]))
     assert code == 0, err
     _assert_close(reference, root, adam=True)
@@ -164,7 +164,7 @@ def test_the_averaged_generator_under_two_processes_matches_one_process(
     averages identical statistics. Rank 0's average and live generator are the 1-process run's."""
     params = {"max_iterations": 50, "log_every": 10, "sample_interval": 20, "ema_decay": 0.9, **GP}
     reference = _reference(tmp_path / "one", monkeypatch, **params)  # its generator is the average
-    root = _project(tmp_path / "two", **params)
+    root = make_project(tmp_path / "two", **params)
     code, _, err = _finish(_start(root, WGAN_NPROC="2"))
     assert code == 0, err
     _assert_close(reference, root, adam=True)  # models/generator.pt: the average, its statistics recomputed
@@ -187,7 +187,7 @@ def test_the_averaged_generator_under_two_processes_matches_one_process(
     ],
 )
 def test_bad_process_settings_exit_2_with_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
-    code, _, err = _finish(_start(_project(tmp_path), **env))
+    code, _, err = _finish(_start(make_project(tmp_path), **env))
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
@@ -212,7 +212,7 @@ def _wait_for_checkpoint(root: Path, proc: subprocess.Popen[str]) -> None:
 def test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stopped = _project(tmp_path / "stopped", **LONG)
+    stopped = make_project(tmp_path / "stopped", **LONG)
     proc = _start(stopped, WGAN_NPROC="2")
     _wait_for_checkpoint(stopped, proc)
     proc.send_signal(signal.SIGTERM)
@@ -253,7 +253,7 @@ def _worker_of_rank(launcher: int, rank: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
 def test_a_killed_rank_ends_the_run_with_one_line_and_the_next_run_resumes(tmp_path: Path) -> None:
-    root = _project(tmp_path, **LONG)
+    root = make_project(tmp_path, **LONG)
     proc = _start(root, WGAN_NPROC="2")
     _wait_for_checkpoint(root, proc)
     victim = _worker_of_rank(proc.pid, 1)

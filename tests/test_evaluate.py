@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from test_classifier import CFG, TINY, run_stage_script, write_toy_splits
 
 from wgan.config import EvaluateConfig, parse_section
@@ -29,7 +30,6 @@ from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.models.sampling import draw_latents, sample
 
-ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = [
     "fid",
     "kid",
@@ -158,7 +158,7 @@ def mnist_stage_dir(tmp_path_factory: pytest.TempPathFactory, real_prepared: Pat
     (work / "data" / "prepared").mkdir(parents=True)
     for split in ("train", "test"):
         (work / "data" / "prepared" / f"{split}.pt").symlink_to(real_prepared / f"{split}.pt")
-    section = yaml.safe_load((ROOT / "params.yaml").read_text())["classifier"]
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["classifier"]
     (work / "params.yaml").write_text(yaml.safe_dump({"classifier": section}))
     proc = run_stage_script("classifier", work)
     assert proc.returncode == 0, proc.stderr

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
 from wgan.config import GifConfig
 from wgan.errors import UserError
 from wgan.images.gif import FINAL_NAME, build_gif, frame_durations, grid_name, select_frames
 
-REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "gif.py"
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
+from conftest import REPO
 
 from wgan import paths
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _entries(items: list[str | dict]) -> set[str]:

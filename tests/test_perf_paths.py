@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from wgan.config import TrainConfig, parse_section
 from wgan.models.networks import build_models
-from wgan.training.cuda_graphs import restore_state, save_state
-from wgan.training.step import M_CRITIC, M_GENERATOR, WGANStep, make_step
+from wgan.training.cuda_graphs import make_step, restore_state, save_state
+from wgan.training.step import M_CRITIC, M_GENERATOR, WGANStep
 
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 SMALL = {"g_hidden": [32, 64], "d_hidden": [64, 32], "latent_dim": 16, "batch_size": 32, "n_fixed": 8}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BIN, REPO, dvc, ran_stages, run_cmd, stage_env
-from test_train import _project
+from helpers import make_project
 
 from wgan import paths
 
@@ -31,7 +31,7 @@ def _git(repo: Path, *args: str) -> str:
 
 def _train_only_project(root: Path, origin: Path, store: Path) -> Path:
     """A git + DVC repo holding the code, the real train stage, small params and DVC-tracked synthetic data."""
-    _project(root, max_iterations=20, log_every=10, sample_interval=10, lr=5e-5)
+    make_project(root, max_iterations=20, log_every=10, sample_interval=10, lr=5e-5)
     for folder in ("src", "stages"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     train = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import torch
 from conftest import BIN, REPO, dvc, make_repo, stage_env
+from helpers import SMALL, STAGE, assert_same_state, load_state, make_project, read_tsv, small_cfg, write_split
 from test_bad_inputs import evil_pickle
-from test_train import SMALL, STAGE, _assert_same_state, _cfg, _project, _read_tsv, _state, _write_split
 
 import wgan.training.checkpoint
 import wgan.training.loop as wgan_train
@@ -167,9 +167,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[P
     def get(n_train: int, **params: Any) -> tuple[Path, TrainResult]:
         key = repr((n_train, sorted(params.items())))
         if key not in runs:
-            root = _project(tmp_path_factory.mktemp("reference"), n_train=n_train, **params)
+            root = make_project(tmp_path_factory.mktemp("reference"), n_train=n_train, **params)
             with _one_thread():
-                runs[key] = root, train(_cfg(**params), _rooted(root), torch.device("cpu"), log=lambda _: None)
+                runs[key] = root, train(small_cfg(**params), _rooted(root), torch.device("cpu"), log=lambda _: None)
         return runs[key]
 
     return get
@@ -178,14 +178,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[P
 def _assert_same_run(reference: tuple[Path, TrainResult], root: Path, curves: bool = True) -> None:
     """The run in ``root`` (a stage's outputs) is bit-identical to the uninterrupted ``reference``."""
     ref_root, ref = reference
-    _assert_same_state(ref.generator.state_dict(), _state(root / "models/generator.pt"))
-    _assert_same_state(ref.critic.state_dict(), _state(root / "models/critic.pt"))
+    assert_same_state(ref.generator.state_dict(), load_state(root / "models/generator.pt"))
+    assert_same_state(ref.critic.state_dict(), load_state(root / "models/critic.pt"))
     samples = torch_load_safe(root / "models/samples.pt", "samples", "")
     assert torch.equal(ref.samples.to_payload()["images"], samples["images"])
     assert ref.samples.iteration == samples["iteration"].tolist()
     for name in (M_CRITIC, M_GENERATOR, M_WASSERSTEIN, M_HELDOUT) if curves else ():  # the rate is timing
         tsv = f"dvclive/plots/metrics/{name}.tsv"
-        assert _read_tsv(ref_root / tsv) == _read_tsv(root / tsv), name
+        assert read_tsv(ref_root / tsv) == read_tsv(root / tsv), name
 
 
 def _run_stage_here(root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
@@ -246,7 +246,7 @@ def test_infinite_loss_from_params_stops_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A real route to an overflow: gp_lambda = 1e39 is inf in float32, so the critic loss is never finite."""
-    root = _project(tmp_path, loss="wgan-gp", optimizer="adam", gp_lambda=1e39, log_every=5, epochs=3)
+    root = make_project(tmp_path, loss="wgan-gp", optimizer="adam", gp_lambda=1e39, log_every=5, epochs=3)
     monkeypatch.delenv("WGAN_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         _run_stage_here(root, monkeypatch, capsys)
@@ -298,7 +298,7 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
     detected: str,
 ) -> None:
     params = {"epochs": 3, "log_every": log_every}  # 320 images in batches of 32: 10 iterations an epoch
-    root = _project(tmp_path, **params)
+    root = make_project(tmp_path, **params)
     monkeypatch.delenv("WGAN_DEBUG", raising=False)
     with monkeypatch.context() as patch:
         _poison_after_first_checkpoint(patch)
@@ -345,7 +345,7 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     ema: dict[str, float],
 ) -> None:
     run = RUN | ema  # averaged: generator.pt is the average
-    root = _project(tmp_path, n_train=N_TRAIN, **run)
+    root = make_project(tmp_path, n_train=N_TRAIN, **run)
     at = 2 * PER_EPOCH + 6  # mid-epoch: the checkpoint must hold the position inside the epoch
     env = _fault_env(hook_dir, WGAN_FAULT="signal", WGAN_FAULT_AT=str(at), WGAN_FAULT_SIGNAL=sig.name)
     proc = subprocess.run([sys.executable, str(STAGE)], cwd=root, env=env, capture_output=True, text=True, timeout=300)
@@ -372,7 +372,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
     hook_dir: Path,
     reference: Callable[..., tuple[Path, TrainResult]],
 ) -> None:
-    root = _project(tmp_path, n_train=N_TRAIN, **RUN)
+    root = make_project(tmp_path, n_train=N_TRAIN, **RUN)
     mark = tmp_path / "half-written"
     env = _fault_env(hook_dir, WGAN_FAULT="stall-checkpoint", WGAN_FAULT_AT="2", WGAN_FAULT_MARK=str(mark))
     log = tmp_path / "stage.log"
@@ -404,20 +404,20 @@ def test_sigkill_while_writing_the_outputs_loses_no_training(
     reference: Callable[..., tuple[Path, TrainResult]],
 ) -> None:
     """Killed after training, between writing generator.pt and critic.pt: the rerun only writes the outputs."""
-    root = _project(tmp_path, n_train=N_TRAIN, **RUN)
+    root = make_project(tmp_path, n_train=N_TRAIN, **RUN)
     env = _fault_env(hook_dir, WGAN_FAULT="kill-writing", WGAN_FAULT_FILE="critic.pt")
     proc = subprocess.run([sys.executable, str(STAGE)], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (root / "models/generator.pt").exists() and not (root / "models/critic.pt").exists()
     ckpt = _checkpoint(root)
     assert ckpt["iteration"] == 5 * PER_EPOCH and not ckpt["finished"]
-    rates = _read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv")  # timings: a retrained run would differ
+    rates = read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv")  # timings: a retrained run would differ
 
     out = _run_stage_here(root, monkeypatch, capsys)
     assert "removed models/.critic.pt." in out
     assert f"resuming from models/checkpoint.pt: 5 epochs ({5 * PER_EPOCH} iterations) done" in out
     assert "training had finished before its outputs were written; writing them" in out
-    assert _read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv") == rates
+    assert read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv") == rates
     assert _checkpoint(root)["finished"]
     _assert_same_run(reference(N_TRAIN, **RUN), root)
 
@@ -431,8 +431,8 @@ def _dvc_repo(tmp_path: Path) -> Path:
     `dvc repro --single-item train` then runs train alone (download and prepare would need MNIST).
     """
     repo = make_repo(tmp_path / "repo", {"train": {**SMALL, **RUN}, "render": {"n_images": 4, "nrow": 2}})  # <= n_fixed
-    _write_split(repo / "data/prepared/train.pt", N_TRAIN, seed=0)  # the data of test_train's _project
-    _write_split(repo / "data/prepared/test.pt", 64, seed=1)
+    write_split(repo / "data/prepared/train.pt", N_TRAIN, seed=0)  # the data of test_train's make_project
+    write_split(repo / "data/prepared/test.pt", 64, seed=1)
     dvc(repo, "repro", "params")  # the validated-params marker every stage depends on
     return repo
 

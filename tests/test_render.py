@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
 from wgan.config import RenderConfig
@@ -19,7 +20,6 @@ from wgan.fileio import replaced_dir
 from wgan.images.gif import FINAL_NAME, grid_name
 from wgan.images.render import grid_size, make_grid, render_grids
 
-REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "render.py"
 
 

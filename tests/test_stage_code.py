@@ -32,7 +32,7 @@ OUTSIDE_DEPS = {
     "wgan/device.py": "picks cuda/mps/cpu: the device is deliberately not tracked (the same run on any device)",
     "wgan/launch.py": "starts torchrun's processes: their number is deliberately not tracked",
     "wgan/progress.py": "the progress bar, model summary and messages: the terminal only",
-    "wgan/config/__init__.py": "reads and validates params.yaml: DVC tracks the values, section by section",
+    "wgan/config/": "reads and validates params.yaml: DVC tracks the values themselves, section by section",
 }
 
 
@@ -87,7 +87,8 @@ def test_every_module_a_stage_imports_is_covered_by_its_deps(stage: str) -> None
     assert script in covered, f"{stage}: stages/{stage}.py is not among its deps in dvc.yaml"
     for module in sorted(import_closure(script)):
         rel = module.relative_to(SRC).as_posix()
-        assert module in covered or rel in OUTSIDE_DEPS, (
+        outside = any(rel == name or (name.endswith("/") and rel.startswith(name)) for name in OUTSIDE_DEPS)
+        assert module in covered or outside, (
             f"stage {stage} imports src/{rel}, which is neither among its deps in dvc.yaml nor in OUTSIDE_DEPS"
         )
 
@@ -99,7 +100,7 @@ def test_the_closure_check_sees_lazy_imports_and_packages() -> None:
 
 
 def test_outside_modules_exist() -> None:
-    assert all((SRC / rel).is_file() for rel in OUTSIDE_DEPS)
+    assert all((SRC / rel).exists() for rel in OUTSIDE_DEPS)
 
 
 def test_dvcignore_keeps_bytecode_out_of_the_deps() -> None:

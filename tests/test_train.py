@@ -6,7 +6,6 @@ a temp dir with its own params.yaml, as DVC would run it from the repo root.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -20,81 +19,39 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
+from helpers import (
+    STAGE,
+    assert_same_state,
+    clone_params,
+    load_state,
+    make_project,
+    read_tsv,
+    run_train,
+    small_cfg,
+    small_step,
+    toy_batch,
+    write_split,
+)
 
-from wgan.config import TrainConfig, parse_section
+from wgan.config import parse_section
 from wgan.data.model_file import load_model
-from wgan.data.prepared import load_prepared, save_prepared
+from wgan.data.prepared import load_prepared
 from wgan.data.samples import SAMPLES_FORMAT
 from wgan.device import choose_device
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe
-from wgan.models.networks import Critic, Generator, build_models
+from wgan.models.networks import Critic, Generator
 from wgan.progress import model_summary
 from wgan.training.batches import batch_indices
 from wgan.training.live import M_HELDOUT, M_RATE
-from wgan.training.loop import train
-from wgan.training.step import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN, WGANStep
-
-REPO = Path(__file__).resolve().parents[1]
-STAGE = REPO / "stages" / "train.py"
-SMALL = {"g_hidden": [32, 64], "d_hidden": [64, 32], "latent_dim": 16, "batch_size": 32, "n_fixed": 8}
-
-
-def _cfg(**overrides: Any) -> TrainConfig:
-    return parse_section("train", {**SMALL, **overrides})
-
-
-def _write_split(path: Path, n: int, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
-    save_prepared(path, images, torch.randint(0, 10, (n,), generator=g), 0.5, 0.5)
-
-
-def _project(root: Path, n_train: int = 320, **train_params: Any) -> Path:
-    """A temp project: synthetic prepared splits and a params.yaml with a small train section."""
-    _write_split(root / "data/prepared/train.pt", n_train, seed=0)
-    _write_split(root / "data/prepared/test.pt", 64, seed=1)
-    params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": {**SMALL, **train_params}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
-
-
-def _state(path: Path) -> dict[str, torch.Tensor]:
-    return torch_load_safe(path, "model", "")["state_dict"]
-
-
-def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-def _batch(n: int = 32, seed: int = 0) -> torch.Tensor:
-    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def _step(**overrides: Any) -> WGANStep:
-    cfg = _cfg(**overrides)
-    generator, critic = build_models(cfg, torch.device("cpu"))
-    return WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
-
-
-def _clone(params: Any) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in params]
-
+from wgan.training.step import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
 
 # --- one step: gradient flow, clipping, schedule, metrics -------------------------------------------------------
 
 
 def test_generator_step_trains_g_through_a_frozen_critic() -> None:
-    step = _step(lr=1e-3)
-    g_before, d_before = _clone(step.generator.parameters()), _clone(step.critic.parameters())
+    step = small_step(lr=1e-3)
+    g_before, d_before = clone_params(step.generator.parameters()), clone_params(step.critic.parameters())
     step.generator_step(32, 0)
     for p in step.generator.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0  # gradients flowed through D into G
@@ -105,9 +62,9 @@ def test_generator_step_trains_g_through_a_frozen_critic() -> None:
 
 
 def test_critic_step_updates_and_clamps_d_but_leaves_g() -> None:
-    step = _step(lr=0.05, clip_value=0.01)
-    g_before, d_before = _clone(step.generator.parameters()), _clone(step.critic.parameters())
-    step.critic_step(_batch())
+    step = small_step(lr=0.05, clip_value=0.01)
+    g_before, d_before = clone_params(step.generator.parameters()), clone_params(step.critic.parameters())
+    step.critic_step(toy_batch())
     assert all(torch.equal(p.detach(), b) for p, b in zip(step.generator.parameters(), g_before, strict=True))
     assert all(p.grad is None for p in step.generator.parameters())  # fakes were made under no_grad
     for p, b in zip(step.critic.parameters(), d_before, strict=True):
@@ -116,9 +73,9 @@ def test_critic_step_updates_and_clamps_d_but_leaves_g() -> None:
 
 
 def test_gp_critic_step_is_not_clipped_and_reports_the_penalty() -> None:
-    step = _step(loss="wgan-gp", optimizer="adam", lr=0.05, gp_lambda=10.0)
+    step = small_step(loss="wgan-gp", optimizer="adam", lr=0.05, gp_lambda=10.0)
     for _ in range(3):
-        step.critic_step(_batch())
+        step.critic_step(toy_batch())
     assert max(p.abs().max().item() for p in step.critic.parameters()) > 0.05  # no clipping
     metrics = step.take_metrics()
     assert metrics[M_GP] > 0
@@ -126,9 +83,9 @@ def test_gp_critic_step_is_not_clipped_and_reports_the_penalty() -> None:
 
 
 def test_schedule_and_metric_averages() -> None:
-    step = _step(n_critic=5)
+    step = small_step(n_critic=5)
     for i in range(11):
-        step(_batch(seed=i), i)
+        step(toy_batch(seed=i), i)
     assert (step.critic_count, step.generator_count) == (11, 3)  # iterations 0, 5 and 10
     metrics = step.take_metrics()
     assert set(metrics) == {M_CRITIC, M_WASSERSTEIN, M_GENERATOR}  # no penalty entry without wgan-gp
@@ -153,7 +110,7 @@ def test_model_summary_counts_and_leaves_the_model_alone() -> None:
     assert f"Total params: {sum(p.numel() for p in generator.parameters()):,}" in text
     assert text.startswith("Generator\n") and "[2, 64]" in text and "[2, 1, 28, 28]" in text and "BatchNorm1d" in text
     assert generator.training
-    _assert_same_state(before, generator.state_dict())
+    assert_same_state(before, generator.state_dict())
 
 
 # --- device -----------------------------------------------------------------------------------------------------
@@ -174,14 +131,11 @@ def test_device_override_and_validation(monkeypatch: pytest.MonkeyPatch) -> None
 # --- whole runs (in process) ------------------------------------------------------------------------------------
 
 
-def _run(root: Path, monkeypatch: pytest.MonkeyPatch, cfg: TrainConfig) -> Any:
-    monkeypatch.chdir(root)
-    return train(cfg, device=torch.device("cpu"))
-
-
 def test_outputs_and_metrics_are_sane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 3, "log_every": 4, "sample_interval": 7, "loss": "wgan-gp", "optimizer": "adam", "lr": 1e-3}
-    root = _project(tmp_path, n_train=330, precision="bf16", **params)  # 10 batches of 32 an epoch, 10 images dropped
+    root = make_project(
+        tmp_path, n_train=330, precision="bf16", **params
+    )  # 10 batches of 32 an epoch, 10 images dropped
     monkeypatch.chdir(root)
     monkeypatch.setenv("WGAN_DEVICE", "cpu")
     runpy.run_path(str(STAGE), run_name="__main__")  # returns normally on success (no SystemExit)
@@ -200,7 +154,7 @@ def test_outputs_and_metrics_are_sane(tmp_path: Path, monkeypatch: pytest.Monkey
     ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
     assert ckpt["finished"] and ckpt["iteration"] == 30
 
-    rows = _read_tsv(root / "dvclive/plots/metrics/train/critic_loss.tsv")
+    rows = read_tsv(root / "dvclive/plots/metrics/train/critic_loss.tsv")
     assert [int(r["step"]) for r in rows] == [4, 8, 12, 16, 20, 24, 28, 30]
     summary = json.loads((root / "dvclive/metrics.json").read_text())
     assert summary["step"] == 30
@@ -213,17 +167,19 @@ def test_outputs_and_metrics_are_sane(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_same_seed_gives_bit_identical_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = _run(_project(tmp_path / "a"), monkeypatch, _cfg(epochs=2, log_every=3))
+    first = run_train(make_project(tmp_path / "a"), monkeypatch, small_cfg(epochs=2, log_every=3))
     # logging and sampling use no random stream and no training statistic, so their cadence changes nothing
-    second = _run(_project(tmp_path / "b"), monkeypatch, _cfg(epochs=2, log_every=7, sample_interval=2))
-    _assert_same_state(first.generator.state_dict(), second.generator.state_dict())
-    _assert_same_state(first.critic.state_dict(), second.critic.state_dict())
-    other = _run(_project(tmp_path / "c"), monkeypatch, _cfg(epochs=2, log_every=3, seed=1))
+    second = run_train(make_project(tmp_path / "b"), monkeypatch, small_cfg(epochs=2, log_every=7, sample_interval=2))
+    assert_same_state(first.generator.state_dict(), second.generator.state_dict())
+    assert_same_state(first.critic.state_dict(), second.critic.state_dict())
+    other = run_train(make_project(tmp_path / "c"), monkeypatch, small_cfg(epochs=2, log_every=3, seed=1))
     assert not torch.equal(other.generator.model[0].weight, first.generator.model[0].weight)
 
 
 def test_max_iterations_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = _run(_project(tmp_path), monkeypatch, _cfg(epochs=5, max_iterations=13, log_every=5, sample_interval=100))
+    result = run_train(
+        make_project(tmp_path), monkeypatch, small_cfg(epochs=5, max_iterations=13, log_every=5, sample_interval=100)
+    )
     assert result.iterations == 13
     assert result.samples.iteration == [0, 13] and result.samples.epoch == [0, 1]
     assert json.loads(Path("dvclive/metrics.json").read_text())["step"] == 13
@@ -240,33 +196,33 @@ def _unfinish(path: Path) -> None:
 def test_checkpoint_from_other_params_or_data_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = _project(tmp_path)
-    _run(root, monkeypatch, _cfg(epochs=1))
+    root = make_project(tmp_path)
+    run_train(root, monkeypatch, small_cfg(epochs=1))
     _unfinish(root / "models/checkpoint.pt")
     capsys.readouterr()
-    changed = _run(root, monkeypatch, _cfg(epochs=1, lr=1e-4))
+    changed = run_train(root, monkeypatch, small_cfg(epochs=1, lr=1e-4))
     assert "ignoring checkpoint models/checkpoint.pt: it was made with other train params (lr: 5e-05 -> 0.0001)" in (
         capsys.readouterr().out
     )
-    fresh = _run(_project(tmp_path / "fresh"), monkeypatch, _cfg(epochs=1, lr=1e-4))
-    _assert_same_state(changed.generator.state_dict(), fresh.generator.state_dict())
+    fresh = run_train(make_project(tmp_path / "fresh"), monkeypatch, small_cfg(epochs=1, lr=1e-4))
+    assert_same_state(changed.generator.state_dict(), fresh.generator.state_dict())
 
     _unfinish(root / "models/checkpoint.pt")
-    _write_split(root / "data/prepared/train.pt", 320, seed=7)
-    _run(root, monkeypatch, _cfg(epochs=1, lr=1e-4))
+    write_split(root / "data/prepared/train.pt", 320, seed=7)
+    run_train(root, monkeypatch, small_cfg(epochs=1, lr=1e-4))
     assert "it was made with other prepared data" in capsys.readouterr().out
 
-    _run(root, monkeypatch, _cfg(epochs=1, lr=1e-4))  # the checkpoint left by that run is finished
+    run_train(root, monkeypatch, small_cfg(epochs=1, lr=1e-4))  # the checkpoint left by that run is finished
     assert "holds a finished run; training again from scratch" in capsys.readouterr().out
 
 
 def test_bf16_on_a_cpu_without_bf16_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = _project(tmp_path)
+    root = make_project(tmp_path)
     for supported in (False, True):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda s=supported: s)
-        _run(root, monkeypatch, _cfg(max_iterations=2, precision="bf16"))
+        run_train(root, monkeypatch, small_cfg(max_iterations=2, precision="bf16"))
         assert ("no native bfloat16 support" in capsys.readouterr().out) is not supported
 
 
@@ -289,7 +245,7 @@ def test_user_errors_exit_2_with_one_line(
     env: str,
     message: str,
 ) -> None:
-    root = _project(tmp_path, **params)
+    root = make_project(tmp_path, **params)
     monkeypatch.chdir(root)
     monkeypatch.setenv("WGAN_DEVICE", env)
     monkeypatch.delenv("WGAN_DEBUG", raising=False)
@@ -322,7 +278,7 @@ def _epochs_done(path: Path) -> int:
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25}
-    killed = _project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
+    killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
     proc = _stage(killed)
     deadline = time.monotonic() + 240
     while _epochs_done(killed / "models/checkpoint.pt") < 2:
@@ -341,17 +297,17 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        full = _project(tmp_path / "full", n_train=512, **params)
-        reference = _run(full, monkeypatch, _cfg(**params))
+        full = make_project(tmp_path / "full", n_train=512, **params)
+        reference = run_train(full, monkeypatch, small_cfg(**params))
     finally:
         torch.set_num_threads(threads)
-    _assert_same_state(reference.generator.state_dict(), _state(killed / "models/generator.pt"))
-    _assert_same_state(reference.critic.state_dict(), _state(killed / "models/critic.pt"))
+    assert_same_state(reference.generator.state_dict(), load_state(killed / "models/generator.pt"))
+    assert_same_state(reference.critic.state_dict(), load_state(killed / "models/critic.pt"))
     samples = torch_load_safe(killed / "models/samples.pt", "samples", "")
     assert torch.equal(reference.samples.to_payload()["images"], samples["images"])
     assert reference.samples.iteration == samples["iteration"].tolist()
     for name in (M_CRITIC, M_GENERATOR, M_WASSERSTEIN, M_HELDOUT):  # the rate is timing, the rest is exact
-        assert _read_tsv(full / f"dvclive/plots/metrics/{name}.tsv") == _read_tsv(
+        assert read_tsv(full / f"dvclive/plots/metrics/{name}.tsv") == read_tsv(
             killed / f"dvclive/plots/metrics/{name}.tsv"
         )
 
@@ -370,7 +326,7 @@ def test_real_mnist_generator_learns_the_background(
     mnist = load_prepared(real_prepared / "train.pt")
     real_share = (mnist.images < -0.9).float().mean().item()
     cfg = parse_section("train", {"max_iterations": 400, "log_every": 100, "sample_interval": 200, "n_fixed": 256})
-    result = _run(tmp_path, monkeypatch, cfg)
+    result = run_train(tmp_path, monkeypatch, cfg)
     summary = json.loads(Path("dvclive/metrics.json").read_text())
     assert all(math.isfinite(v) for group in ("train", "test") for v in summary[group].values())
     images = result.samples.images  # uint8; value < -0.9 in [-1, 1] is a pixel below 0.05 * 255

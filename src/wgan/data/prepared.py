@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
+from wgan.config import MNIST_CLASSES
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe, torch_save_atomic
 from wgan.paths import rerun
 
 FORMAT = "wgan-prepared-v1"
 IMAGE_SHAPE = (1, 28, 28)
-N_CLASSES = 10  # the digits 0-9: the labels' range
+N_CLASSES = MNIST_CLASSES  # the labels' range
 REBUILD_HINT = rerun("prepare")
 
 

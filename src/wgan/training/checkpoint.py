@@ -1,4 +1,4 @@
-"""The resumable checkpoint: its format, the run fingerprint that decides whether it may be resumed, RNG states.
+"""The resumable checkpoint: what it holds and how a run is restored from it, its format, the fingerprint.
 
 A checkpoint holds the exact position of a run (mid-epoch included: the shuffle state at the start of the
 current epoch, whose permutation is redrawn on resume, and the iteration count), every RNG state, the
@@ -12,17 +12,74 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from wgan.config import TrainConfig, to_dict
-from wgan.errors import UserError
+from wgan.data.model_file import cpu_state
+from wgan.data.samples import Samples
+from wgan.errors import UserError, one_line
 from wgan.fileio import torch_load_safe, torch_save_atomic
 from wgan.paths import ROOT, TrainPaths, stage_code
 
 CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
+
+
+@dataclass
+class RunState:
+    """Everything of a run that a checkpoint saves and restores; the loop advances it.
+
+    ``epoch_start`` is the shuffle state at the start of the epoch in progress: a mid-epoch checkpoint stores it,
+    so the resumed run redraws that epoch's permutation and skips the batches already done.
+    """
+
+    generator: nn.Module
+    critic: nn.Module
+    step: Any  # wgan.training.step.WGANStep (optimizers, metric sums, the averaged generator)
+    shuffle: torch.Generator
+    noise: torch.Generator
+    samples: Samples
+    device: torch.device
+    iteration: int = 0
+    epoch_start: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.epoch_start = self.shuffle.get_state()
+
+    def to_checkpoint(
+        self, fingerprint: dict[str, Any], per_epoch: int, history: list[dict[str, float]], finished: bool
+    ) -> dict[str, Any]:
+        at_epoch_end = self.iteration % per_epoch == 0  # then the next epoch's permutation is still to draw
+        return {
+            "fingerprint": fingerprint,
+            "finished": finished,
+            "epochs_done": self.iteration // per_epoch,
+            "iteration": self.iteration,
+            "generator": cpu_state(self.generator),
+            "critic": cpu_state(self.critic),
+            "step": self.step.state_dict(),
+            "rng": rng_states(self.device, self.shuffle.get_state() if at_epoch_end else self.epoch_start, self.noise),
+            "samples": self.samples.to_payload(),
+            "metrics": history,
+        }
+
+    def restore(self, ckpt: dict[str, Any], path: Path) -> list[dict[str, float]]:
+        """Load a checkpoint whose fingerprint matched; its metric history. Only a damaged file fails here."""
+        try:
+            self.generator.load_state_dict(ckpt["generator"])
+            self.critic.load_state_dict(ckpt["critic"])
+            self.step.load_state_dict(ckpt["step"])
+            set_rng_states(ckpt["rng"], self.device, self.shuffle, self.noise)
+            self.samples = Samples.from_payload(ckpt["samples"], path)
+            self.iteration = int(ckpt["iteration"])
+            self.epoch_start = self.shuffle.get_state()
+            return list(ckpt["metrics"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise UserError(f"checkpoint {path} is damaged ({one_line(exc)}); delete it to train from scratch") from exc
 
 
 def _sha256(path: Path) -> str:

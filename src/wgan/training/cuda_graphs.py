@@ -1,4 +1,4 @@
-"""The CUDA-graph training step: the weight-clipping iteration recorded once as two graphs, then replayed.
+"""The CUDA-graph training step, and ``make_step``: the graphed step where it works, else the eager one.
 
 At batch 64 a GPU spends most of an eager iteration launching ~100 small kernels; replaying a recorded
 graph launches them all at once. The graphed iteration is the eager one (``wgan.training.step``) recorded, so it
@@ -15,6 +15,7 @@ import torch
 
 from wgan.config import TrainConfig
 from wgan.models.networks import Critic, Generator
+from wgan.training.distributed import ALONE, World
 from wgan.training.step import WGANStep
 
 SavedState = tuple[list[torch.Tensor], dict[int, list[torch.Tensor]], torch.Tensor]
@@ -125,3 +126,30 @@ def restore_state(step: WGANStep, saved: SavedState) -> None:
                 else:
                     t.zero_()
     step.noise.set_state(noise_state)
+
+
+def make_step(
+    cfg: TrainConfig,
+    generator: Generator,
+    critic: Critic,
+    noise: torch.Generator,
+    graphs: bool | None = None,
+    world: World = ALONE,
+    ema_start_iteration: int = 0,
+) -> WGANStep:
+    """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
+
+    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph), no double
+    backward (loss ``wgan``), no labels (not conditional) and one process (the gradient all-reduce is not
+    recorded); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
+    """
+    device = next(generator.parameters()).device
+    can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan" and not cfg.conditional
+    can_graph = can_graph and world.world_size == 1
+    if graphs and not can_graph:
+        raise ValueError(
+            "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
+        )
+    if not (can_graph if graphs is None else graphs):
+        return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration)
+    return GraphedStep(cfg, generator, critic, noise, ema_start_iteration)

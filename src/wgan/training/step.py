@@ -213,32 +213,3 @@ class WGANStep:
         self.generator_count = int(state["generator_count"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-
-
-def make_step(
-    cfg: TrainConfig,
-    generator: Generator,
-    critic: Critic,
-    noise: torch.Generator,
-    graphs: bool | None = None,
-    world: World = ALONE,
-    ema_start_iteration: int = 0,
-) -> WGANStep:
-    """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
-
-    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph), no double
-    backward (loss ``wgan``), no labels (not conditional) and one process (the gradient all-reduce is not
-    recorded); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
-    """
-    device = next(generator.parameters()).device
-    can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan" and not cfg.conditional
-    can_graph = can_graph and world.world_size == 1
-    if graphs and not can_graph:
-        raise ValueError(
-            "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
-        )
-    if not (can_graph if graphs is None else graphs):
-        return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration)
-    from wgan.training.cuda_graphs import GraphedStep  # CUDA-only code, kept in one module
-
-    return GraphedStep(cfg, generator, critic, noise, ema_start_iteration)

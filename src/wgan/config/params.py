@@ -1,0 +1,108 @@
+"""Reading ``params.yaml``: a section into its typed config, or the whole file with the rules between sections.
+
+``check_params`` validates the whole file: the `params` stage runs it before any other stage, so a bad value
+fails before DVC deletes any output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from wgan.config.messages import message, name_of, show, unknown_hint
+from wgan.config.schema import MNIST_TEST_SIZE, SECTIONS
+from wgan.errors import UserError
+
+PARAMS_FILE = "params.yaml"
+# The one recovery hint for a bad params.yaml. Not `git checkout`: after a rejected `dvc exp run`, DVC's
+# experiment machinery can leave git's index stat-clean over the edited file, and checkout then restores nothing.
+RESTORE_HINT = "`git show HEAD:params.yaml > params.yaml` writes the committed values back"
+_ADAPTERS = {name: TypeAdapter(cls) for name, cls in SECTIONS.items()}
+
+
+def read_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
+    """Read ``params.yaml`` into a dict, with a clear error when it is missing or not YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p} not found; run from the project root, or restore it: {RESTORE_HINT}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p} is not UTF-8 text (byte {exc.start}); restore it: {RESTORE_HINT}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{p} is not valid YAML{where}; fix the syntax") from exc
+    except RecursionError as exc:
+        raise UserError(f"{p} nests too deeply to read; fix its structure") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{p} must be a mapping of sections (train:, render:, ...); fix its top level")
+    return data
+
+
+def load_section(name: str, path: str | os.PathLike[str] = PARAMS_FILE) -> Any:
+    """Load section ``name`` of the params file into its typed config object."""
+    params = read_params(path)
+    if name not in params:
+        raise UserError(f"section '{name}' is missing from {path}; add it (see the README for its keys)")
+    return parse_section(name, params[name])
+
+
+def parse_section(name: str, raw: Any) -> Any:
+    """Validate a raw mapping against the config class of section ``name`` (omitted keys take defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"section '{name}' must be a mapping of keys, got {show(raw)}")
+    try:
+        return _ADAPTERS[name].validate_python(raw)
+    except ValidationError as exc:
+        raise UserError(message(name, raw, exc)) from None
+
+
+def check_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
+    """Validate every section of the params file and the rules between sections; return the configs.
+
+    Unknown sections are refused too (``trian:`` would otherwise be ignored while ``train`` took its defaults).
+    """
+    params = read_params(path)
+    for key in params:
+        if key not in SECTIONS:
+            raise UserError(f"unknown section '{name_of(key)}' in {path}; {unknown_hint(key, SECTIONS)}")
+    missing = [name for name in SECTIONS if name not in params]
+    if missing:
+        raise UserError(f"section '{missing[0]}' is missing from {path}; add it (see the README for its keys)")
+    cfg = {name: parse_section(name, params[name]) for name in SECTIONS}
+    train, render, evaluate = cfg["train"], cfg["render"], cfg["evaluate"]
+    if render.n_images > train.n_fixed:
+        raise UserError(
+            f"render.n_images = {render.n_images} is larger than train.n_fixed = {train.n_fixed} "
+            "(the samples in each snapshot); lower render.n_images or raise train.n_fixed"
+        )
+    smallest = min(evaluate.n_samples, MNIST_TEST_SIZE)  # evaluate scores samples, the test split, real subsets
+    if evaluate.kid_subset_size > smallest:
+        raise UserError(
+            f"evaluate.kid_subset_size = {evaluate.kid_subset_size} is larger than the smallest set scored "
+            f"({smallest}: evaluate.n_samples, at most the {MNIST_TEST_SIZE} test images); lower it"
+        )
+    if evaluate.pr_k >= smallest:
+        raise UserError(
+            f"evaluate.pr_k = {evaluate.pr_k} needs more than {evaluate.pr_k} images in every set scored "
+            f"(smallest: {smallest}); lower it or raise evaluate.n_samples"
+        )
+    return cfg
+
+
+def defaults(name: str) -> Any:
+    """The default config of section ``name`` (what an empty section means)."""
+    return SECTIONS[name]()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-friendly dict of a config object (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
