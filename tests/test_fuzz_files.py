@@ -1,7 +1,7 @@
 """Fuzzing every input file format: truncations, bit flips, foreign pickles, wrong dtypes and shapes.
 
-Each example damages one valid file (the IDX files, a prepared split, the samples file, a model file, the
-real-data features, a checkpoint) and hands it to the code that reads it. The reader must either accept it,
+Each example damages one valid file (the IDX files, plain or gzipped, a prepared split, the samples file, a model
+file, the real-data features, a checkpoint) and hands it to the code that reads it. The reader must either accept it,
 and then what it returns is usable by the stage (labels are digits, the renderer draws the samples), or
 raise a one-line ``UserError`` naming the file: never another exception (a traceback), never a hang, never
 a half-written output.
@@ -29,7 +29,9 @@ from wgan.config import RenderConfig
 from wgan.data.model_file import load_model, save_model
 from wgan.data.prepare import prepare_splits
 from wgan.data.prepared import load_prepared
-from wgan.download import mnist
+from wgan.download.canonical import FILES, CanonicalFile, sha256_hex
+from wgan.download.mnist import fetch_local, fetch_mnist
+from wgan.download.pypi import encode_idx
 from wgan.errors import UserError
 from wgan.evaluation.classifier import REAL_FEATURES_FORMAT, Classifier, load_real_features
 from wgan.images.render import render_grids
@@ -146,32 +148,37 @@ def load_damaged(content: bytes, name: str, loader: Callable[[Path], Any]) -> An
 
 @functools.cache
 def valid_idx() -> dict[str, bytes]:
+    """Four small IDX files, role -> bytes."""
     rng = np.random.default_rng(0)
     return {
-        stem: mnist.encode_idx(rng.integers(0, 10, (4, 28, 28) if "images" in name else (4,), dtype=np.uint8))
-        for name, stem in mnist.SPLIT_FILES.items()
+        role: encode_idx(rng.integers(0, 10, (4, 28, 28) if "images" in role else (4,), dtype=np.uint8))
+        for role in FILES
     }
 
 
-@fuzz(60)
-@given(
-    stem=st.sampled_from(sorted(mnist.SPLIT_FILES.values())),
-    gz=st.booleans(),
-    data=st.data(),
-)
-def test_idx_files(stem: str, gz: bool, data: st.DataObject):
+def damaged_folder(folder: Path, role: str, gz: bool, data: st.DataObject) -> None:
+    """The valid files in ``folder``, the one for ``role`` damaged (and written gzipped, damaged after, if ``gz``)."""
+    folder.mkdir()
+    for name, content in valid_idx().items():
+        path = folder / FILES[name].name
+        if name == role:
+            content = data.draw(damage(gzip.compress(content, mtime=0) if gz else content))
+            path = path.with_name(path.name + ".gz") if gz else path
+        path.write_bytes(content)
+
+
+@fuzz(40)
+@given(role=st.sampled_from(sorted(FILES)), data=st.data())
+def test_idx_files_through_prepare(role: str, data: st.DataObject):
+    """The IDX reader, with the digest check off so that any damage reaches it."""
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp, "raw"), Path(tmp, "prepared")
-        raw.mkdir()
-        for name, content in valid_idx().items():
-            if name == stem:
-                content = data.draw(damage(gzip.compress(content, mtime=0) if gz else content))
-            (raw / (f"{name}.gz" if gz and name == stem else name)).write_bytes(content)
+        damaged_folder(raw, role, False, data)
         with time_limit(30):
             try:
                 counts = prepare_splits(raw, out, 0.5, 0.5, check_digests=False)
             except UserError as exc:
-                check_error(exc, Path(stem))
+                check_error(exc, Path(FILES[role].name))
                 assert not out.exists() or not any(out.iterdir())  # nothing written
                 return
         for split in ("train", "test"):  # accepted (digests off: any decodable content): whole, loadable splits
@@ -179,6 +186,24 @@ def test_idx_files(stem: str, gz: bool, data: st.DataObject):
                 assert len(load_prepared(out / f"{split}.pt", 0.5, 0.5)) == counts[split]
             except UserError as exc:  # e.g. a flipped label bit: the next stage refuses it in one line
                 check_error(exc, out / f"{split}.pt")
+
+
+@fuzz(20)
+@given(role=st.sampled_from(sorted(FILES)), gz=st.booleans(), data=st.data())
+def test_local_files_through_download(role: str, gz: bool, data: st.DataObject):
+    """MNIST_DIR's files, plain or gzipped: refused in one line naming the file, or accepted as the exact bytes."""
+    valid = valid_idx()
+    expected = {name: CanonicalFile(FILES[name].name, len(b), sha256_hex(b)) for name, b in valid.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        damaged_folder(Path(tmp, "mnist"), role, gz, data)
+        local = {"local": functools.partial(fetch_local, {"MNIST_DIR": str(Path(tmp, "mnist"))})}
+        with time_limit(30):
+            try:
+                files = fetch_mnist("local", local, expected, log=lambda _: None)
+            except UserError as exc:
+                check_error(exc, Path(FILES[role].name))
+                return
+        assert files == valid  # only a damage that changed no byte of the content (a gzip header field) passes
 
 
 # ----------------------------------------------------------------------------- prepared splits

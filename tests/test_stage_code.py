@@ -9,6 +9,7 @@ those deps (``wgan.paths.stage_code``), so the list exists once.
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, dvc, make_repo
 
 from wgan import paths
 
@@ -25,6 +26,7 @@ SRC = REPO / "src"
 # Modules no stage's deps need to cover: none can change an output byte. One place, with the reason for each.
 OUTSIDE_DEPS = {
     "wgan/__init__.py": "empty: the package marker",
+    "wgan/download/__init__.py": "empty: the package marker (prepare imports download/canonical.py through it)",
     "wgan/errors.py": "the user error and its one-line form: what a failure says, never what a run writes",
     "wgan/stage.py": "the stage wrapper: exit codes and signal handling, around the stage's work",
     "wgan/paths.py": "where files live; a moved output is a dvc.yaml change, which DVC sees",
@@ -157,3 +159,45 @@ def test_the_checkpoint_fingerprint_hashes_exactly_the_train_stage_deps(tmp_path
     new_module = tmp_path / "src/wgan/training/new_helper.py"
     new_module.write_text("X = 1\n")
     assert code_hash() != before  # a new file in a dep folder is a code change too
+
+
+def test_editing_the_idx_reader_changes_prepare_and_what_follows_only(tmp_path: Path) -> None:
+    """The real DVC CLI: with every stage's lock recorded, an edit to the function that turns data/raw into arrays
+    leaves params and download unchanged and shows prepare changed, with only stages downstream of it."""
+    repo = make_repo(tmp_path)
+    for reads, writes in paths.STAGES.values():  # stand-in data, so that `dvc commit` can record every stage
+        for rel in (*reads, *writes):  # reads too: train reads files inside prepare's folder
+            target = repo / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.suffix:
+                target.write_text("stand-in\n")
+            else:
+                target.mkdir(exist_ok=True)
+                (target / "stand-in").write_text("stand-in\n")
+    dvc(repo, "commit", "--force")
+    assert "up to date" in dvc(repo, "status").stdout.lower()
+
+    reader = repo / "src/wgan/data/idx.py"
+    text = reader.read_text()
+    old = "def decode_idx(data: bytes, name: str, ndim: int) -> np.ndarray:\n"
+    assert old in text
+    reader.write_text(text.replace(old, old + "    # a contributor's edit\n", 1))
+    changed = set(yaml.safe_load(dvc(repo, "status", "--json").stdout))
+    downstream = _downstream_of("prepare", repo)
+    assert "prepare" in changed
+    assert changed <= downstream | {"prepare"}, f"stages not downstream of prepare changed: {changed - downstream}"
+    assert not {"params", "download"} & changed
+
+
+def _downstream_of(stage: str, repo: Path) -> set[str]:
+    """The stages that read, directly or not, an output of ``stage``: reachable from it in `dvc dag`'s graph."""
+    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(repo, "dag", "--dot").stdout)
+    found: set[str] = set()
+    todo = [stage]
+    while todo:
+        source = todo.pop()
+        for a, b in edges:
+            if a == source and b not in found:
+                found.add(b)
+                todo.append(b)
+    return found
