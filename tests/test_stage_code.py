@@ -163,7 +163,8 @@ def test_the_checkpoint_fingerprint_hashes_exactly_the_train_stage_deps(tmp_path
 
 def test_editing_the_idx_reader_changes_prepare_and_what_follows_only(tmp_path: Path) -> None:
     """The real DVC CLI: with every stage's lock recorded, an edit to the function that turns data/raw into arrays
-    leaves params and download unchanged and shows prepare changed, with only stages downstream of it."""
+    leaves params and download unchanged and shows prepare changed, with only stages downstream of it; an edit to
+    a download source shows download alone."""
     repo = make_repo(tmp_path)
     for reads, writes in paths.STAGES.values():  # stand-in data, so that `dvc commit` can record every stage
         for rel in (*reads, *writes):  # reads too: train reads files inside prepare's folder
@@ -187,6 +188,11 @@ def test_editing_the_idx_reader_changes_prepare_and_what_follows_only(tmp_path: 
     assert "prepare" in changed
     assert changed <= downstream | {"prepare"}, f"stages not downstream of prepare changed: {changed - downstream}"
     assert not {"params", "download"} & changed
+
+    reader.write_text(text)  # back, then edit a source of the download: prepare's own deps are unchanged
+    source = repo / "src/wgan/download/pypi.py"
+    source.write_text(source.read_text() + "# a contributor's edit\n")
+    assert set(yaml.safe_load(dvc(repo, "status", "--json").stdout)) == {"download"}
 
 
 def _downstream_of(stage: str, repo: Path) -> set[str]:
