@@ -1,4 +1,4 @@
-"""DVC stage `gif`: results/samples/grid_*.png -> results/wgan.images.gif."""
+"""DVC stage `gif`: results/samples/grid_*.png -> results/wgan.gif."""
 
 from __future__ import annotations
 

@@ -26,6 +26,26 @@ def stage_env(repo: Path) -> dict[str, str]:
     return env
 
 
+def edit_params(dest: Path, base: Path | None = None, **sections: dict) -> None:
+    """Write ``dest/params.yaml``: ``base``'s (default: ``dest``'s own) with the keys of ``sections`` replaced."""
+    params = yaml.safe_load(((base or dest) / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage_script(
+    stage: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``stages/<stage>.py`` of this checkout in ``cwd`` as DVC would (paths relative to ``cwd``), one thread."""
+    full_env = {k: v for k, v in os.environ.items() if k not in {"MNIST_DIR", "WGAN_DEBUG", "WGAN_DEVICE", "DVC_STAGE"}}
+    full_env |= {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"} | (env or {})
+    script = REPO / "stages" / f"{stage}.py"
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def make_repo(dest: Path, params: dict | None = None) -> Path:
     """Copy the working tree (tracked and untracked-not-ignored files) into a fresh git repo at ``dest``.
 
@@ -44,10 +64,7 @@ def make_repo(dest: Path, params: dict | None = None) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     if params:
-        data = yaml.safe_load((dest / "params.yaml").read_text())
-        for section, values in params.items():
-            data[section].update(values)
-        (dest / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        edit_params(dest, **params)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, run_stage_script
 
 from wgan.data.model_file import save_model
 from wgan.data.prepared import save_prepared
@@ -40,7 +38,7 @@ STAGES = {
     "prepare": ("stages/prepare.py", "data/prepared/train.pt"),
     "train": ("stages/train.py", "models/generator.pt"),
     "render": ("stages/render.py", "results/samples/final.png"),
-    "gif": ("stages/gif.py", "results/wgan.images.gif"),
+    "gif": ("stages/gif.py", "results/wgan.gif"),
     "classifier": ("stages/classifier.py", "models/classifier.pt"),
     "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
 }
@@ -361,15 +359,6 @@ def _block_folder(path: Path) -> None:
     path.write_bytes(SENTINEL)
 
 
-def run_stage(ws: Path, stage: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    script = REPO / STAGES[stage][0]
-    full_env = {k: v for k, v in os.environ.items() if k not in {"MNIST_DIR", "WGAN_DEBUG", "WGAN_DEVICE"}}
-    full_env |= {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"} | (env or {})
-    return subprocess.run(
-        [sys.executable, str(script)], cwd=ws, env=full_env, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
@@ -391,7 +380,7 @@ def test_bad_input_gives_one_clear_line(case: Case, workspace: Path):
     except NotADirectoryError:  # the case blocks the output folder itself
         before = None
 
-    proc = run_stage(workspace, case.stage, case.env)
+    proc = run_stage_script(case.stage, workspace, case.env)
 
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -406,6 +395,6 @@ def test_bad_input_gives_one_clear_line(case: Case, workspace: Path):
 
 def test_wgan_debug_shows_the_traceback(workspace: Path):
     set_param(workspace, "train", "lr", 0)
-    proc = run_stage(workspace, "train", {"WGAN_DEBUG": "1"})
+    proc = run_stage_script("train", workspace, {"WGAN_DEBUG": "1"})
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "UserError" in proc.stderr

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import run_stage_script
 
 from wgan.config import ClassifierConfig
 from wgan.data.model_file import load_model, save_model
@@ -106,12 +104,6 @@ def write_toy_splits(root: Path, n_train: int, n_test: int) -> None:
     for name, n, seed in (("train", n_train, 10), ("test", n_test, 11)):
         images, labels = toy_digits(n, seed)
         save_prepared(root / "data" / "prepared" / f"{name}.pt", to_uint8(images, 0.5, 0.5), labels, 0.5, 0.5)
-
-
-def run_stage_script(stage: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``stages/<stage>.py`` in ``cwd`` as DVC would (paths relative to the working directory)."""
-    script = REPO / "stages" / f"{stage}.py"
-    return subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True)
 
 
 def test_classifier_stage_end_to_end(tmp_path: Path) -> None:

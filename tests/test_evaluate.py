@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
-from test_classifier import CFG, TINY, run_stage_script, write_toy_splits
+from conftest import REPO, run_stage_script
+from test_classifier import CFG, TINY, write_toy_splits
 
 from wgan.config import EvaluateConfig, parse_section
 from wgan.data.model_file import load_model, save_model

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import run_stage_script
 from PIL import Image
 
 from wgan.config import GifConfig
 from wgan.errors import UserError
 from wgan.images.gif import FINAL_NAME, build_gif, frame_durations, grid_name, select_frames
-
-STAGE = REPO / "stages" / "gif.py"
 
 
 def write_grids(folder: Path, count: int, shape: tuple[int, int] = (40, 30), seed: int = 0) -> list[np.ndarray]:
@@ -47,9 +43,7 @@ def read_gif(path: Path) -> tuple[list[np.ndarray], list[int], int | None]:
 
 def run_stage(cwd: Path, gif: str = "  duration_ms: 50\n") -> subprocess.CompletedProcess[str]:
     (cwd / "params.yaml").write_text(f"gif:\n{gif}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WGAN_DEBUG", None)
-    return subprocess.run([sys.executable, str(STAGE)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return run_stage_script("gif", cwd, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -100,8 +94,8 @@ def test_stage_writes_the_gif(tmp_path: Path) -> None:
     grids = write_grids(tmp_path / "results" / "samples", 4)
     done = run_stage(tmp_path, "  duration_ms: 50\n  stride: 2\n  final_hold_ms: 700\n")
     assert done.returncode == 0, done.stderr
-    assert "gif: results/wgan.images.gif with 3 frames from 3 grids" in done.stdout
-    frames, durations, loop = read_gif(tmp_path / "results" / "wgan.images.gif")
+    assert "gif: results/wgan.gif with 3 frames from 3 grids" in done.stdout
+    frames, durations, loop = read_gif(tmp_path / "results" / "wgan.gif")
     assert durations == [50, 50, 700] and loop == 0
     np.testing.assert_array_equal(frames[-1], grids[-1])
 
@@ -109,7 +103,7 @@ def test_stage_writes_the_gif(tmp_path: Path) -> None:
 @pytest.mark.parametrize("problem", ["no_grids", "corrupt_grid"])
 def test_stage_errors_are_one_line_and_keep_the_old_gif(tmp_path: Path, problem: str) -> None:
     folder = tmp_path / "results" / "samples"
-    old_gif = tmp_path / "results" / "wgan.images.gif"
+    old_gif = tmp_path / "results" / "wgan.gif"
     if problem == "no_grids":
         folder.mkdir(parents=True)
         Image.new("L", (7, 7)).save(folder / FINAL_NAME)  # final.png alone is not a grid
@@ -125,4 +119,4 @@ def test_stage_errors_are_one_line_and_keep_the_old_gif(tmp_path: Path, problem:
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(expected), done.stderr
     assert done.stderr.rstrip().endswith("rerun `dvc repro render`")
     assert old_gif.read_bytes() == b"GIF89a previous"
-    assert sorted(p.name for p in old_gif.parent.iterdir()) == ["samples", "wgan.images.gif"]
+    assert sorted(p.name for p in old_gif.parent.iterdir()) == ["samples", "wgan.gif"]

@@ -6,14 +6,11 @@ test_pipeline_full.py, which already holds a finished run; these are the fast ch
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, edit_params, run_stage_script
 
 from wgan.config import SECTIONS, check_params
 from wgan.errors import UserError
@@ -37,35 +34,21 @@ def test_params_stage_tracks_every_section_a_stage_tracks_and_nothing_else():
     assert {"stages/params.py", "src/wgan/config"} <= set(PIPELINE["params"]["deps"])
 
 
-def run_params_stage(ws: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in {"WGAN_DEBUG", "DVC_STAGE"}}
-    full_env |= {"PYTHONPATH": str(REPO / "src")} | (env or {})
-    script = REPO / "stages/params.py"
-    return subprocess.run([sys.executable, str(script)], cwd=ws, env=full_env, capture_output=True, text=True)
-
-
-def write_params(ws: Path, **sections: dict) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_valid_params_write_the_same_marker_whatever_their_values(tmp_path: Path):
-    write_params(tmp_path)
-    assert run_params_stage(tmp_path).returncode == 0
+    edit_params(tmp_path, REPO)
+    assert run_stage_script("params", tmp_path).returncode == 0
     first = (tmp_path / MARKER).read_bytes()
-    write_params(tmp_path, train={"lr": 1e-4, "n_critic": 3}, gif={"stride": 1})
-    assert run_params_stage(tmp_path).returncode == 0
+    edit_params(tmp_path, REPO, train={"lr": 1e-4, "n_critic": 3}, gif={"stride": 1})
+    assert run_stage_script("params", tmp_path).returncode == 0
     assert (tmp_path / MARKER).read_bytes() == first  # so no downstream stage sees a changed dependency
 
 
 def test_bad_params_fail_in_one_line_and_leave_the_marker(tmp_path: Path):
-    write_params(tmp_path)
-    run_params_stage(tmp_path)
+    edit_params(tmp_path, REPO)
+    run_stage_script("params", tmp_path)
     before = (tmp_path / MARKER).read_bytes()
-    write_params(tmp_path, train={"n_crtic": 5})
-    proc = run_params_stage(tmp_path, {"DVC_STAGE": "params"})  # as under `dvc repro`
+    edit_params(tmp_path, REPO, train={"n_crtic": 5})
+    proc = run_stage_script("params", tmp_path, {"DVC_STAGE": "params"})  # as under `dvc repro`
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: unknown key 'train.n_crtic'; did you mean 'n_critic'?")
@@ -75,7 +58,7 @@ def test_bad_params_fail_in_one_line_and_leave_the_marker(tmp_path: Path):
 
 
 def params_file(tmp_path: Path, **sections: dict) -> Path:
-    write_params(tmp_path, **sections)
+    edit_params(tmp_path, REPO, **sections)
     return tmp_path / "params.yaml"
 
 

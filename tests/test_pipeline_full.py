@@ -11,8 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import dvc, make_repo, ran_stages
+from conftest import dvc, edit_params, make_repo, ran_stages
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -25,13 +24,6 @@ QUICK = {
     "classifier": {"epochs": 1},
     "evaluate": {"n_samples": 1000, "kid_subsets": 5, "kid_subset_size": 500},
 }
-
-
-def set_params(repo: Path, **sections: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def commit(repo: Path, message: str) -> None:
@@ -56,7 +48,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
         "models/checkpoint.pt",
         "models/classifier.pt",
         "results/samples/final.png",
-        "results/wgan.images.gif",
+        "results/wgan.gif",
         "results/latent_walk.gif",
         "results/eval/metrics.json",
         "results/eval/class_hist.json",
@@ -68,7 +60,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
     # snapshots at 0, 40, 80 and the end (120): four grids, four frames of the default 100 ms
     grids = sorted((repo / "results/samples").glob("grid_*.png"))
     assert len(grids) == 4
-    with Image.open(repo / "results/wgan.images.gif") as gif:
+    with Image.open(repo / "results/wgan.gif") as gif:
         assert gif.n_frames == 4
         assert gif.info["duration"] == 100
         assert gif.info["loop"] == 0
@@ -109,14 +101,14 @@ def test_exp_run_lr_reruns_train_and_downstream_only(repo):
 
 
 def test_gif_param_reruns_only_gif(repo):
-    set_params(repo, gif={"duration_ms": 250})
+    edit_params(repo, gif={"duration_ms": 250})
     assert ran_stages(dvc(repo, "repro").stdout) == {"params", "gif"}  # `params` validates every change
-    with Image.open(repo / "results/wgan.images.gif") as gif:
+    with Image.open(repo / "results/wgan.gif") as gif:
         assert gif.info["duration"] == 250
 
 
 def test_render_param_reruns_render_and_gif_only(repo):
-    set_params(repo, render={"scale": 1, "caption": False, "nrow": 4, "n_images": 16})
+    edit_params(repo, render={"scale": 1, "caption": False, "nrow": 4, "n_images": 16})
     assert ran_stages(dvc(repo, "repro").stdout) == {"params", "render", "gif"}
     with Image.open(repo / "results/samples/final.png") as grid:
         assert grid.size == (4 * 30 + 2, 4 * 30 + 2)
@@ -124,14 +116,14 @@ def test_render_param_reruns_render_and_gif_only(repo):
 
 @pytest.mark.parametrize(("key", "value"), [("n_critic", 3), ("clip_value", 0.02)])
 def test_train_params_rerun_train(repo, key, value):
-    set_params(repo, train={key: value})
+    edit_params(repo, train={key: value})
     ran = ran_stages(dvc(repo, "repro").stdout)
     assert "train" in ran
     assert not ran & {"download", "prepare", "classifier"}
 
 
 def test_evaluate_param_reruns_only_evaluate(repo):
-    set_params(repo, evaluate={"n_samples": 800})
+    edit_params(repo, evaluate={"n_samples": 800})
     assert ran_stages(dvc(repo, "repro").stdout) == {"params", "evaluate"}
 
 
@@ -142,7 +134,7 @@ def test_plots_show_renders_curves_and_images(repo, tmp_path):
         "Critic and generator loss",
         "Wasserstein estimate",
         "final.png",
-        "wgan.images.gif",
+        "wgan.gif",
         "latent_walk.gif",
         "digit",
     ):
@@ -193,7 +185,7 @@ BAD = [  # (how, key, value, a fragment of the message)
 def test_bad_param_fails_before_any_output_is_deleted(repo, finished, how, key, value, expect):
     section, name = key.split(".")
     if how == "repro":
-        set_params(repo, **{section: {name: value}})
+        edit_params(repo, **{section: {name: value}})
         proc = dvc(repo, "repro", check=False)
     else:
         proc = dvc(repo, "exp", "run", "-S", f"{key}={value}", check=False)
@@ -210,7 +202,7 @@ def test_bad_param_fails_before_any_output_is_deleted(repo, finished, how, key, 
 @pytest.mark.parametrize(("stage", "key", "value"), [("train", "n_critic", 0), ("evaluate", "pr_k", 0)])
 def test_outputs_dvc_deleted_come_back_with_the_checkout_the_message_names(repo, finished, stage, key, value):
     """`dvc repro --single-item` skips the params stage: the stage itself refuses, after DVC deleted its outputs."""
-    set_params(repo, **{stage: {key: value}})
+    edit_params(repo, **{stage: {key: value}})
     line = one_error_line(dvc(repo, "repro", "--single-item", stage, check=False))
     assert f"{stage}.{key} = 0 is out of range" in line
     assert line.endswith(f"`dvc checkout {stage}` restores its last outputs"), line

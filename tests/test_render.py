@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import run_stage_script
 from PIL import Image
 
 from wgan.config import RenderConfig
@@ -19,8 +17,6 @@ from wgan.errors import UserError
 from wgan.fileio import replaced_dir
 from wgan.images.gif import FINAL_NAME, grid_name
 from wgan.images.render import grid_size, make_grid, render_grids
-
-STAGE = REPO / "stages" / "render.py"
 
 
 def write_samples(
@@ -47,9 +43,7 @@ def grids_in(folder: Path) -> list[Path]:
 
 def run_stage(cwd: Path, render: str) -> subprocess.CompletedProcess[str]:
     (cwd / "params.yaml").write_text(f"render:\n{render}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WGAN_DEBUG", None)
-    return subprocess.run([sys.executable, str(STAGE)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return run_stage_script("render", cwd, timeout=120)
 
 
 @pytest.mark.parametrize(("caption", "height"), [(False, 304), (True, 332)])

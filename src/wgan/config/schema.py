@@ -132,7 +132,7 @@ class RenderConfig:
 
 @dataclass(frozen=True, config=_SECTION)
 class GifConfig:
-    """How the grids become ``results/wgan.images.gif``."""
+    """How the grids become ``results/wgan.gif``."""
 
     duration_ms: Int = _int(100, ge=1, le=GIF_MS_MAX)
     loop: Int = _int(0, ge=0, le=65535)  # a 16-bit count in the GIF

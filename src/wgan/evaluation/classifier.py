@@ -39,7 +39,7 @@ class Classifier(nn.Module):
     affine map, so features do not depend on how the images are batched.
     """
 
-    KIND = "classifier"  # the model file format: wgan.models.networks.save_model / load_model
+    KIND = "classifier"  # the model file format: wgan.data.model_file.save_model / load_model
     STAGE = "classifier"  # the stage that writes it
 
     def __init__(self, channels: Sequence[int] = (16, 32), feature_dim: int = 128) -> None:

@@ -1,7 +1,7 @@
 """Images from a trained generator: sample grids, one PNG per image, and latent-walk GIFs.
 
 Shared by the ``wgan`` command and the ``latent_walk`` stage. The generator runs in eval mode on the CPU, in
-batches whose size does not change the result, from latents drawn by ``wgan.images.latent.draw_latents``: the same
+batches whose size does not change the result, from latents drawn by ``models.sampling.draw_latents``: the same
 seed gives the same pixels. Grids are ``wgan.images.render.make_grid``'s layout and GIFs are written by
 ``wgan.images.gif.write_gif``, so they look like the render and gif stages' output.
 """

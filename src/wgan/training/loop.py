@@ -4,7 +4,7 @@ The algorithm is ``step`` (one iteration) over ``losses`` (the math); this modul
 Around the step, at completed-iteration counts:
 
 * every ``log_every`` iterations: read the metric sums (the only host sync), add the held-out Wasserstein
-  estimate, check that everything is finite, log to DVCLive (``wgan.training.monitor``);
+  estimate, check that everything is finite, log to DVCLive (``training.live``);
 * every ``sample_interval`` iterations: the fixed latent vectors through the generator (``wgan.data.samples``);
 * at the end of every ``checkpoint_every``-th epoch, and at the next iteration after SIGINT (Ctrl-C) or
   SIGTERM, which then stop the run: a resumable checkpoint (``wgan.training.checkpoint``).
