@@ -61,7 +61,7 @@ def test_clip_weights_clamps_every_parameter_in_place() -> None:
 
 def test_interpolate_uses_one_coefficient_per_sample() -> None:
     real, fake = torch.ones(8, 1, 28, 28), -torch.ones(8, 1, 28, 28)
-    x_hat = losses.interpolate(real, fake, torch.Generator().manual_seed(3))
+    x_hat = losses.penalty_points(real, fake, torch.Generator().manual_seed(3))
     assert x_hat.requires_grad and x_hat.shape == real.shape
     eps = ((x_hat.detach() + 1) / 2).flatten(1)  # x_hat = eps * 1 + (1 - eps) * -1
     assert torch.equal(eps, eps[:, :1].expand_as(eps))  # one coefficient within a sample
@@ -72,7 +72,7 @@ def test_interpolate_uses_one_coefficient_per_sample() -> None:
 def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic() -> None:
     real, fake = _pair()
     critic = LinearCritic(_unit_weight(1.0))
-    gp = losses.gradient_penalty(critic, losses.interpolate(real, fake), weight=10.0)
+    gp = losses.gradient_penalty(critic, losses.penalty_points(real, fake), weight=10.0)
     assert gp.item() == pytest.approx(0.0, abs=1e-9)
 
 
@@ -80,7 +80,7 @@ def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic() -> None:
 def test_gradient_penalty_is_positive_otherwise(scale: float) -> None:
     real, fake = _pair()
     critic = LinearCritic(_unit_weight(scale))
-    gp = losses.gradient_penalty(critic, losses.interpolate(real, fake), weight=10.0)
+    gp = losses.gradient_penalty(critic, losses.penalty_points(real, fake), weight=10.0)
     assert gp.item() == pytest.approx(10.0 * (scale - 1.0) ** 2, rel=1e-5)
 
 
@@ -95,7 +95,7 @@ def test_gradient_penalty_double_backward_reaches_the_critic_in_fp32_and_bf16() 
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.LeakyReLU(0.2, inplace=True), nn.Linear(64, 1))
     real, fake = _pair()
-    x_hat = losses.interpolate(real, fake, torch.Generator().manual_seed(5))
+    x_hat = losses.penalty_points(real, fake, torch.Generator().manual_seed(5))
     gp32, grads32 = _penalty_grads(critic, x_hat, bf16=False)
     gp16, grads16 = _penalty_grads(critic, x_hat, bf16=True)
     assert gp32 > 0 and math.isfinite(gp16)

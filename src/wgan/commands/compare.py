@@ -31,7 +31,7 @@ SWEEP_HINT = (
 
 
 @dataclass(frozen=True)
-class Run:
+class Experiment:
     """One finished experiment: its name, seed, other params and the chosen metrics."""
 
     name: str
@@ -46,7 +46,7 @@ class Group:
 
     label: str
     config: Mapping[str, Any]  # the params that differ between groups
-    runs: Sequence[Run]
+    runs: Sequence[Experiment]
     estimates: Mapping[str, Estimate]
 
     def values(self, metric: str) -> list[float]:
@@ -125,7 +125,7 @@ def _number(value: Any) -> float | None:
 
 def collect_runs(
     rows: Sequence[Mapping[str, Any]], params: set[str], metrics: Sequence[str], seed_param: str = SEED_PARAM
-) -> tuple[list[Run], int, list[str]]:
+) -> tuple[list[Experiment], int, list[str]]:
     """The experiment rows with every chosen metric as runs, the count of the others, and the metric columns."""
     experiments = [row for row in rows if row.get("typ") != "baseline"]  # not the workspace or the commit
     columns = list(dict.fromkeys(c for row in experiments for c in row if c not in META_COLUMNS))
@@ -145,7 +145,7 @@ def collect_runs(
             continue
         config = tuple(sorted((c, row.get(c)) for c in param_cols if c != seed_col))
         name = str(row.get("Experiment") or row.get("rev"))
-        runs.append(Run(name, row.get(seed_col), config, dict(zip(metrics, values.values(), strict=True))))
+        runs.append(Experiment(name, row.get(seed_col), config, dict(zip(metrics, values.values(), strict=True))))
     return runs, skipped, chosen
 
 
@@ -160,10 +160,10 @@ def _sort_key(value: Any) -> tuple[int, float, str]:
 
 
 def compare(
-    runs: Sequence[Run], metrics: Sequence[str], skipped: int = 0, confidence: float = CONFIDENCE
+    runs: Sequence[Experiment], metrics: Sequence[str], skipped: int = 0, confidence: float = CONFIDENCE
 ) -> Comparison:
     """Group ``runs`` by their params (one run per seed kept), estimate each metric, test each pair of groups."""
-    by_config: dict[tuple[tuple[str, Any], ...], dict[Any, Run]] = {}
+    by_config: dict[tuple[tuple[str, Any], ...], dict[Any, Experiment]] = {}
     duplicates = 0
     for run in runs:
         seeds = by_config.setdefault(run.config, {})

@@ -20,14 +20,14 @@ from wgan.config import PARAMS_FILE, defaults, load_section
 from wgan.data.prepared import to_uint8
 from wgan.errors import UserError
 from wgan.fileio import atomic_path
-from wgan.images.gif import write_gif
+from wgan.images.gif import index_width, write_gif
 from wgan.images.latent import latent_walk
 from wgan.images.render import make_grid
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.models.sampling import balanced_digits, draw_latents, sample
 
-INDEX_DIGITS = 4  # minimum width of the number in a per-image file name: sample_0000.png
+SAMPLE_INDEX_DIGITS = 4  # minimum width of the number in a per-image file name: sample_0000.png
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def write_grid(images: np.ndarray, path: str | os.PathLike[str], layout: Layout)
 
 def write_each(images: np.ndarray, folder: str | os.PathLike[str], scale: int) -> list[Path]:
     """Write one PNG per image, ``sample_<i>.png`` upscaled ``scale``x, into ``folder``; return the paths."""
-    digits = max(INDEX_DIGITS, len(str(len(images) - 1)))
+    digits = index_width(len(images) - 1, SAMPLE_INDEX_DIGITS)
     paths = [Path(folder) / f"sample_{i:0{digits}d}.png" for i in range(len(images))]
     for image, path in zip(images, paths, strict=True):
         save_png(make_grid(image[None], 1, 0, scale), path)

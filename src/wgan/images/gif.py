@@ -24,7 +24,7 @@ from wgan.paths import rerun
 RENDER_HINT = rerun("render")
 GRID_PREFIX = "grid_"
 FINAL_NAME = "final.png"  # the last grid again, for the README; not a frame
-INDEX_DIGITS = 6  # minimum widths of the two numbers in a grid's name
+GRID_INDEX_DIGITS = 6  # minimum widths of the two numbers in a grid's name
 ITER_DIGITS = 7
 
 
@@ -37,10 +37,14 @@ class GifSummary:
     size_bytes: int
 
 
+def index_width(largest: int, minimum: int) -> int:
+    """Digits for zero-padded numbers up to ``largest`` (at least ``minimum``), so lexical order is numeric order."""
+    return max(minimum, len(str(largest)))
+
+
 def grid_name(index: int, iteration: int, count: int, last_iteration: int) -> str:
     """``grid_<index>_it<iteration>.png``, widths fixed per run so lexical order is training order."""
-    index_digits = max(INDEX_DIGITS, len(str(count - 1)))
-    iter_digits = max(ITER_DIGITS, len(str(last_iteration)))
+    index_digits, iter_digits = index_width(count - 1, GRID_INDEX_DIGITS), index_width(last_iteration, ITER_DIGITS)
     return f"{GRID_PREFIX}{index:0{index_digits}d}_it{iteration:0{iter_digits}d}.png"
 
 

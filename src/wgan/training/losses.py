@@ -48,7 +48,7 @@ def mixing_weights(n: int, like: torch.Tensor, generator: torch.Generator | None
     return torch.rand(shape, device=device, dtype=like.dtype, generator=generator).to(like.device)
 
 
-def interpolate(
+def penalty_points(
     real: torch.Tensor,
     fake: torch.Tensor,
     generator: torch.Generator | None = None,

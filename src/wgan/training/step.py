@@ -13,7 +13,7 @@ epoch boundaries. Fresh noise is drawn for every step from the seeded ``noise`` 
 Conditional runs (``train.conditional``, ``wgan.models.conditional``): both models also take a digit per image. The
 critic sees the real batch with its labels and fakes of uniformly drawn digits; the generator is asked for
 uniformly drawn digits. Per step, the noise stream gives the latents first, then the fake digits, then (wgan-gp)
-the interpolation weights. The penalty holds each interpolate's label fixed at its real image's.
+the interpolation weights. The penalty holds each mixed image's label fixed at its real image's.
 
 Metrics are summed on the device and read (one host sync) only by ``take_metrics``. Speed choices: fakes for
 the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
@@ -133,7 +133,7 @@ class WGANStep:
         loss = losses.critic_loss(d_real, d_fake)
         if self.gp:
             eps = self.world.share(losses.mixing_weights(n * self.world.world_size, real, self.noise))
-            x_hat = losses.interpolate(real, fake, eps=eps)
+            x_hat = losses.penalty_points(real, fake, eps=eps)
             penalty = losses.gradient_penalty(
                 self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16", labels=labels
             )
