@@ -2,18 +2,25 @@
 # Installs are stamped, so a second `make` with an unchanged pyproject.toml installs nothing.
 
 VENV ?= .venv
+SITE ?= site   # the built documentation site, git-ignored
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 # torch and torchvision are pinned exactly in pyproject.toml: pip takes them from this machine's disk.
 
-.PHONY: run test fuzz install install-dev lint clean-venv
+.PHONY: run test docs fuzz install install-dev lint clean-venv
 
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+# The documentation site (docs/, mkdocs.yml) as HTML in $(SITE); --strict fails on a broken link or anchor.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict --site-dir $(SITE)
+	@echo "open $(SITE)/index.html"
 
 # A long fuzzing run: FUZZ_EXAMPLES random examples per fuzz test (`make test` runs a fixed few hundred in all).
 FUZZ_EXAMPLES ?= 2000
