@@ -14,12 +14,12 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 # The documentation site (docs/, mkdocs.yml) as HTML in $(SITE); --strict fails on a broken link or anchor.
 docs: $(VENV)/.installed-dev
-	$(BIN)/mkdocs build --strict --site-dir $(SITE)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE)
 	@echo "open $(SITE)/index.html"
 
 # A long fuzzing run: FUZZ_EXAMPLES random examples per fuzz test (`make test` runs a fixed few hundred in all).
