@@ -26,7 +26,7 @@ META_COLUMNS = frozenset({"Experiment", "rev", "typ", "Created", "parent", "Stat
 PARAM_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".py")  # a "file:key" column from one of these is a param
 SWEEP_HINT = (
     "queue a seed-replicated sweep, e.g. `dvc exp run --queue -S 'train.seed=0,1,2' -S 'train.lr=5e-5,1e-4'` "
-    "and `dvc queue start` (see the README)"
+    "and `dvc queue start` (see docs/experiments.md)"
 )
 
 
