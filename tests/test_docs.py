@@ -13,6 +13,7 @@ import yaml
 from conftest import REPO
 
 from wgan import config
+from wgan.config.messages import allowed_text
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -95,11 +96,7 @@ def _schema() -> dict[str, tuple[object, str]]:
     for name, cls in config.SECTIONS.items():
         defaults = config.to_dict(cls())
         for field in dataclasses.fields(cls):
-            info = cls.__pydantic_fields__[field.name]
-            meta = list(info.metadata)
-            # the words of the one-line error message, so the page says what the message says
-            allowed = config._allowed(info.annotation, meta) + config._range_text(meta, type_error=True)
-            out[f"{name}.{field.name}"] = (defaults[field.name], allowed)
+            out[f"{name}.{field.name}"] = (defaults[field.name], allowed_text(name, field.name))
     return out
 
 

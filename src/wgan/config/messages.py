@@ -48,6 +48,12 @@ def message(section: str, raw: dict[Any, Any], exc: ValidationError) -> str:
     return f"{key} = {show(value)} is invalid: expected {allowed}"
 
 
+def allowed_text(section: str, key: str) -> str:
+    """What ``section.key`` accepts, in the words its error messages use (docs/params.md shows the same words)."""
+    info = SECTIONS[section].__pydantic_fields__[key]
+    return _allowed(info.annotation, list(info.metadata)) + _range_text(list(info.metadata), type_error=True)
+
+
 def name_of(key: Any) -> str:
     """A key as the user wrote it, on one line."""
     text = str(key)

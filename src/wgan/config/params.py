@@ -49,7 +49,7 @@ def load_section(name: str, path: str | os.PathLike[str] = PARAMS_FILE) -> Any:
     """Load section ``name`` of the params file into its typed config object."""
     params = read_params(path)
     if name not in params:
-        raise UserError(f"section '{name}' is missing from {path}; add it (see the README for its keys)")
+        raise UserError(f"section '{name}' is missing from {path}; add it (docs/params.md lists its keys)")
     return parse_section(name, params[name])
 
 
@@ -76,7 +76,7 @@ def check_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
             raise UserError(f"unknown section '{name_of(key)}' in {path}; {unknown_hint(key, SECTIONS)}")
     missing = [name for name in SECTIONS if name not in params]
     if missing:
-        raise UserError(f"section '{missing[0]}' is missing from {path}; add it (see the README for its keys)")
+        raise UserError(f"section '{missing[0]}' is missing from {path}; add it (docs/params.md lists its keys)")
     cfg = {name: parse_section(name, params[name]) for name in SECTIONS}
     train, render, evaluate = cfg["train"], cfg["render"], cfg["evaluate"]
     if render.n_images > train.n_fixed:
