@@ -2,7 +2,8 @@
 # Installs are stamped, so a second `make` with an unchanged pyproject.toml installs nothing.
 
 VENV ?= .venv
-SITE ?= site   # the built documentation site, git-ignored
+# The built documentation site (git-ignored).
+SITE ?= site
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 # torch and torchvision are pinned exactly in pyproject.toml: pip takes them from this machine's disk.
