@@ -84,7 +84,7 @@ def test_two_process_exp_run_and_sharing_experiments_between_clones(tmp_path: Pa
 
     # each "machine" shares its experiment through the git remote (refs) and the DVC remote (models)
     dvc(first, "exp", "push", "origin", "two-procs")
-    dvc(second, "exp", "push", "origin", "--rev", "HEAD")  # every experiment of this baseline, as the README says
+    dvc(second, "exp", "push", "origin", "--rev", "HEAD")  # every experiment of this baseline (docs/distributed.md)
     dvc(first, "exp", "pull", "origin", "--rev", "HEAD")
     dvc(second, "exp", "pull", "origin", "two-procs")
     for repo in (first, second):

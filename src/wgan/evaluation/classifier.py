@@ -2,7 +2,7 @@
 
 The metrics (FID, KID, precision/recall, ...) need a feature space in which MNIST digits are
 well separated; the usual Inception network is slow on a CPU and was never trained on digits.
-This one trains in a few epochs on a CPU and reaches 99% test accuracy (timings: README and benchmarks).
+This one trains in a few epochs on a CPU and reaches 99% test accuracy (timings: docs/benchmarks.md).
 
 Saved files hold ``{"kind": "classifier", "kwargs", "state_dict"}`` (tensors only), so they load
 with ``torch.load(..., weights_only=True)``, like the generator and critic files.

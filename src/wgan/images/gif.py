@@ -23,7 +23,7 @@ from wgan.paths import rerun
 
 RENDER_HINT = rerun("render")
 GRID_PREFIX = "grid_"
-FINAL_NAME = "final.png"  # the last grid again, for the README; not a frame
+FINAL_NAME = "final.png"  # the last grid again, for `dvc plots show` and docs/img/; not a frame
 GRID_INDEX_DIGITS = 6  # minimum widths of the two numbers in a grid's name
 ITER_DIGITS = 7
 

@@ -48,7 +48,7 @@ class ConditionalGenerator(nn.Module):
         self.embed = nn.Embedding(self.n_classes, self.embed_dim)
         self.net = Generator(self.latent_dim + self.embed_dim, hidden, img_shape)
         self.hidden, self.img_shape = self.net.hidden, self.net.img_shape
-        # Measured (README, "Conditional"): with the digit at the input alone, 20 epochs of the WGAN-GP recipe
+        # Measured (docs/results.md, "Conditional"): with the digit at the input alone, 20 epochs of the WGAN-GP recipe
         # drew the asked digit 92% of the time (8 and 9 at 78%); a per-digit gain and shift after every
         # BatchNorm carries the digit through every layer. Zero-initialized: training starts from the model above.
         norms = [m for m in self.net.model if isinstance(m, nn.BatchNorm1d)]

@@ -6,7 +6,7 @@ After every generator step (``wgan.training.step``):
     average <- ema_decay * average + (1 - ema_decay) * live        (one ``torch._foreach_lerp_`` over G's weights)
 
 A later start (``train.ema_start`` epochs, diffusers' ``update_after_step``): before it the average is a copy of
-the live generator, so it forgets the early, poor weights; measured in the README ("The 100-epoch recipe").
+the live generator, so it forgets the early, poor weights; measured in docs/results.md ("The 100-epoch recipe").
 
 The live generator trains exactly as without averaging (the average reads its weights, never writes them, and
 draws from no training random stream), so the run's training is bit-identical with any ``ema_decay``.
@@ -15,7 +15,7 @@ BatchNorm: the live generator's running statistics were gathered for the live we
 Before every use (a snapshot, the final model) the average's statistics are recomputed for its own weights:
 reset, then one forward in train mode of ``BN_SAMPLES`` fixed latent vectors (their own seeded stream, drawn
 afresh each time, so the result depends only on the weights: exact on resume). Measured against copying the
-live statistics in the README ("Sample quality").
+live statistics in docs/results.md ("The 100-epoch recipe").
 
 Distributed runs need nothing extra: every rank updates its average from identical live weights.
 """

@@ -3,7 +3,7 @@
 torch's RMSprop updates each parameter in five passes (``mul_``, ``addcmul_``, ``sqrt``, ``add_``, ``addcdiv_``)
 and has no fused kernel; on a small CPU that was a fifth of a training iteration. torch's fused Adam kernel (one
 pass per tensor, vectorized and multithreaded) computes RMSprop exactly when ``beta1 = 0`` and both bias
-corrections are 1 (benchmarks/README.md has the timings):
+corrections are 1 (docs/benchmarks.md has the timings):
 
     exp_avg    = 0 * exp_avg + grad = grad                    (beta1 = 0; a zeroed scratch buffer, not state)
     square_avg = alpha * square_avg + (1 - alpha) * grad**2   (beta2 = alpha)
