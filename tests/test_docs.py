@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, dvc
 
 from wgan import config
 from wgan.config.messages import allowed_text
@@ -117,3 +117,11 @@ def test_the_module_map_names_every_module_of_the_library() -> None:
     page = (DOCS / "architecture.md").read_text(encoding="utf-8").split("## Module map")[1].split("\n## ")[0]
     mapped = set(re.findall(r"^\| `([\w/]+\.py)` \|", page, re.M))
     assert mapped == modules, f"docs/architecture.md's module map: missing {modules - mapped}, stale {mapped - modules}"
+
+
+def test_the_stage_graph_shown_is_what_dvc_dag_prints() -> None:
+    """The README and the pipeline page show `dvc dag --mermaid`, not a drawing: a new stage or dep shows up."""
+    graph = dvc(REPO, "dag", "--mermaid").stdout.strip()
+    for page in (README, DOCS / "pipeline.md"):
+        blocks = re.findall(r"^```mermaid\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S)
+        assert [b.strip() for b in blocks] == [graph], f"{page.name}: paste the output of `dvc dag --mermaid`"
