@@ -2,6 +2,7 @@
 
     wgan sample --n 64 --seed 0 --out digits.png      a grid (or --out some/dir/: one PNG per image)
     wgan sample --digit 7 --out sevens.png            a conditional generator draws the digit asked for
+    wgan sample --truncation 0.7 --out typical.png    latents from a truncated normal: less variety, typical digits
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
     wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
 
@@ -60,6 +61,20 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _truncation(text: str) -> float:
+    """``--truncation``: a number at least ``MIN_TRUNCATION``, or inf for none."""
+    from wgan.models.sampling import MIN_TRUNCATION, check_truncation  # here, not at the top: it loads torch
+
+    try:
+        value = float(text)
+        check_truncation(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= {MIN_TRUNCATION}, or inf for none, got {text!r}"
+        ) from err
+    return value
+
+
 def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
     parser.add_argument("--model", default=MODEL, help="the trained generator (default: %(default)s)")
     parser.add_argument("--n", type=_int_at_least(1), default=n, help="how many images (default: %(default)s)")
@@ -72,6 +87,13 @@ def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
         "--digit",
         type=_int_at_least(0),
         help="the digit to draw, with a conditional generator (default: 0, 1, ..., 9 in turn)",
+    )
+    parser.add_argument(
+        "--truncation",
+        type=_truncation,
+        metavar="PSI",
+        help="draw each latent entry from the standard normal truncated at PSI (redrawn, not clipped): a smaller "
+        "PSI trades variety for typical digits (default: no truncation)",
     )
 
 
@@ -138,7 +160,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     folder = args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()
     out = Path(args.out) if folder else _output(args.out, ".png")
-    pixels = sample_pixels(_load(args.model), args.n, args.seed, pixel_norm(), args.digit)
+    pixels = sample_pixels(_load(args.model), args.n, args.seed, pixel_norm(), args.digit, args.truncation)
     if folder:
         paths = write_each(pixels, out, args.scale)
         side = pixels.shape[-1] * args.scale
@@ -156,7 +178,9 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     out = _output(args.out, ".gif")
     if args.points > args.steps:
         raise UserError(f"--points {args.points} is more than --steps {args.steps}; every point needs a frame")
-    frames = walk_pixels(_load(args.model), args.n, args.steps, args.points, args.seed, pixel_norm(), args.digit)
+    frames = walk_pixels(
+        _load(args.model), args.n, args.steps, args.points, args.seed, pixel_norm(), args.digit, args.truncation
+    )
     written, size = write_walk(frames, out, Layout(args.nrow, args.padding, args.scale), args.duration_ms, args.loop)
     print(f"wrote {out}: {written} frames of {args.n} walks, {size / 1e6:.2f} MB")
 

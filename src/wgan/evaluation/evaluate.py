@@ -96,9 +96,16 @@ def score(samples: Outputs, ref: Reference, cfg: EvaluateConfig) -> tuple[dict[s
 
 
 def evaluate(
-    generator: Generator | ConditionalGenerator, classifier: Classifier, real: RealFeatures, cfg: EvaluateConfig
+    generator: Generator | ConditionalGenerator,
+    classifier: Classifier,
+    real: RealFeatures,
+    cfg: EvaluateConfig,
+    truncation: float | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
     """All metrics of ``generator`` (flat, each with its ``_floor``), the class histogram and digit accuracy records.
+
+    ``truncation``: the samples' latents are drawn truncated at it (``wgan.models.sampling.draw_latents``); the
+    stage never truncates, benchmarks/truncation.py does.
 
     The histogram is ``[{"digit": d, "generated": share, "real": test share}, ...]`` for d = 0..9; the digit
     accuracy ``[{"digit": d, "generated": accuracy, "real": the classifier's test accuracy}, ...]``, empty for
@@ -120,9 +127,9 @@ def evaluate(
     ref = build_reference(real, cfg)
     if isinstance(generator, ConditionalGenerator):  # equal numbers of each digit
         asked = balanced_digits(cfg.n_samples)
-        images = sample_digits(generator, asked, cfg.seed, cfg.batch_size)
+        images = sample_digits(generator, asked, cfg.seed, cfg.batch_size, truncation)
     else:
-        z = draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed)
+        z = draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed, truncation)
         asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
     generated = dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
     pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]

@@ -76,11 +76,17 @@ def generate(
 
 
 def sample_pixels(
-    generator: Generator | ConditionalGenerator, n: int, seed: int, norm: tuple[float, float], digit: int | None = None
+    generator: Generator | ConditionalGenerator,
+    n: int,
+    seed: int,
+    norm: tuple[float, float],
+    digit: int | None = None,
+    truncation: float | None = None,
 ) -> np.ndarray:
-    """``n`` images [n, H, W] of the latents drawn with ``seed`` (of ``digit``, for a conditional generator)."""
+    """``n`` images [n, H, W] of the latents drawn with ``seed``, truncated at ``truncation`` (of ``digit``, for a
+    conditional generator)."""
     labels = digits_for(generator, n, digit)
-    return generate(generator, draw_latents((n,), generator.latent_dim, seed), norm, labels)
+    return generate(generator, draw_latents((n,), generator.latent_dim, seed, truncation), norm, labels)
 
 
 def walk_pixels(
@@ -91,11 +97,14 @@ def walk_pixels(
     seed: int,
     norm: tuple[float, float],
     digit: int | None = None,
+    truncation: float | None = None,
 ) -> np.ndarray:
     """``n`` closed walks in lockstep through ``points`` random latents each: uint8 frames [steps, n, H, W].
 
-    A conditional generator keeps each walk on one digit: ``digit``, or walk ``i`` on digit ``i % 10``."""
-    anchors = draw_latents((points, n), generator.latent_dim, seed)
+    The points are drawn truncated at ``truncation``; the frames between two of them may step slightly outside,
+    as slerp bends away from the chord. A conditional generator keeps each walk on one digit: ``digit``, or walk
+    ``i`` on digit ``i % 10``."""
+    anchors = draw_latents((points, n), generator.latent_dim, seed, truncation)
     z = latent_walk(anchors, steps)
     row_digits = digits_for(generator, n, digit)
     labels = None if row_digits is None else row_digits.repeat(steps)

@@ -2,10 +2,15 @@
 
 One seed gives the same latents (CPU, float32) whatever the device and the batch size, so the evaluate stage,
 `wgan sample`, the latent walk and the averaged generator's BatchNorm statistics all draw the same way.
+
+Truncation (Brock et al. 2019, "BigGAN", section 3.1): latents from the standard normal truncated at ``psi``, made
+by redrawing every entry with ``|z| > psi`` from the same seeded generator until none is left. Redrawing (not
+clipping) keeps the shape of the normal inside ``[-psi, psi]``; clipping would pile mass onto the bounds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -15,11 +20,33 @@ from wgan.models.conditional import ConditionalGenerator, label_args
 from wgan.models.networks import Generator
 
 BATCH_SIZE = 500  # generator forward batch; eval mode makes the images independent of it
+# Below this, fewer than 0.8% of draws land inside [-psi, psi] and redrawing takes thousands of rounds.
+MIN_TRUNCATION = 0.01
 
 
-def draw_latents(shape: tuple[int, ...], latent_dim: int, seed: int) -> torch.Tensor:
-    """Standard-normal latent vectors ``[*shape, latent_dim]`` from their own seeded generator (CPU, float32)."""
-    return torch.randn(*shape, latent_dim, generator=torch.Generator().manual_seed(seed))
+def check_truncation(psi: float | None) -> None:
+    """A ``ValueError`` naming the bad value unless ``psi`` is None, inf or a number >= ``MIN_TRUNCATION``."""
+    if psi is not None and not psi >= MIN_TRUNCATION:  # `not >=` also refuses NaN
+        raise ValueError(f"truncation must be at least {MIN_TRUNCATION} (or inf for none), got {psi}")
+
+
+def draw_latents(shape: tuple[int, ...], latent_dim: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """Standard-normal latent vectors ``[*shape, latent_dim]`` from their own seeded generator (CPU, float32).
+
+    With ``truncation`` psi, every entry lies within ``[-psi, psi]``: the first draw is the untruncated one and
+    entries outside are redrawn, in index order, until none is left. None or inf: exactly the untruncated draw.
+    """
+    check_truncation(truncation)
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(*shape, latent_dim, generator=rng)
+    if truncation is None or math.isinf(truncation):
+        return z
+    flat = z.view(-1)
+    outside = (flat.abs() > truncation).nonzero().squeeze(1)
+    while outside.numel():  # each round touches only the entries still outside
+        flat[outside] = torch.randn(outside.numel(), generator=rng)
+        outside = outside[flat[outside].abs() > truncation]
+    return z
 
 
 def balanced_digits(n: int, n_classes: int = N_CLASSES) -> torch.Tensor:
@@ -49,11 +76,16 @@ def sample(
 
 
 def sample_digits(
-    generator: ConditionalGenerator, digits: Sequence[int] | torch.Tensor, seed: int, batch_size: int = BATCH_SIZE
+    generator: ConditionalGenerator,
+    digits: Sequence[int] | torch.Tensor,
+    seed: int,
+    batch_size: int = BATCH_SIZE,
+    truncation: float | None = None,
 ) -> torch.Tensor:
     """One image of each requested digit, from the ``seed``'s latents (those an unconditional generator gets
-    too); an unknown digit is a ``ValueError``."""
+    too, truncated at ``truncation``); an unknown digit is a ``ValueError``."""
     labels = torch.as_tensor(digits, dtype=torch.int64).reshape(-1)
     if labels.numel() and not bool(((labels >= 0) & (labels < generator.n_classes)).all()):
         raise ValueError(f"digits must be in 0..{generator.n_classes - 1}, got {sorted(set(labels.tolist()))}")
-    return sample(generator, draw_latents((labels.numel(),), generator.latent_dim, seed), labels, batch_size)
+    z = draw_latents((labels.numel(),), generator.latent_dim, seed, truncation)
+    return sample(generator, z, labels, batch_size)
