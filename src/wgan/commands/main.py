@@ -5,10 +5,11 @@
     wgan sample --truncation 0.7 --out typical.png    latents from a truncated normal: less variety, typical digits
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
     wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
+    wgan plots [--out results/plots]                  every Vega plot of dvc.yaml as a PNG, drawn offline
 
-Only argument parsing lives here; the work is in ``images.generate``, ``images.latent`` and ``commands.compare``
-(imported per subcommand, so ``wgan compare`` does not load torch). Errors are one line and exit code 2,
-through the same wrapper as the stages (``wgan.stage.run_stage``).
+Only argument parsing lives here; the work is in ``images.generate``, ``images.latent``, ``commands.compare`` and
+``commands.plots`` (imported per subcommand, so ``wgan compare`` and ``wgan plots`` do not load torch). Errors are
+one line and exit code 2, through the same wrapper as the stages (``wgan.stage.run_stage``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wgan.commands import plots as plot_pngs  # light: it loads vl-convert only to render
 from wgan.errors import UserError
 from wgan.stage import run_stage
 
@@ -99,7 +101,7 @@ def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wgan", description="Use the trained WGAN generator and compare experiments.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,interpolate,compare}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,interpolate,compare,plots}")
 
     sample = sub.add_parser("sample", help="draw digits as a grid PNG or one PNG each", description=_doc(cmd_sample))
     _generator_args(sample, 64, "digits.png")
@@ -127,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the experiments of the last NUM commits, -1 for all, like `dvc exp show --num` (default: 1)",
     )
     comp.set_defaults(func=cmd_compare)
+
+    plots = sub.add_parser("plots", help="every Vega plot of dvc.yaml as a PNG", description=_doc(cmd_plots))
+    plots.add_argument("--out", default=plot_pngs.OUT, help="the folder of PNGs (default: %(default)s)")
+    plots.add_argument("--repo", default=".", help="the DVC project (default: the current folder)")
+    plots.add_argument(
+        "--scale", type=_int_at_least(1), default=plot_pngs.SCALE, help="pixels per chart pixel (default: %(default)s)"
+    )
+    plots.set_defaults(func=cmd_plots)
     return parser
 
 
@@ -193,6 +203,18 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     metrics = list(dict.fromkeys(args.metric or HEADLINE_METRICS))
     print(report(compare_experiments(args.repo, metrics, args.seed_param, args.num), markdown=args.md))
+
+
+def cmd_plots(args: argparse.Namespace) -> None:
+    """Render every Vega plot of the project's dvc.yaml files (what `dvc plots show` draws, with the workspace's
+    data) to one PNG each in --out, offline. Image plots are files already: they are listed, not copied."""
+    written, plots = plot_pngs.render_all(Path(args.repo), Path(args.out), args.scale)
+    for path in written:
+        print(f"wrote {path}")
+    for plot_id in plots.images:
+        print(f"image plot, already a file: {plot_id}")
+    for plot_id in plots.missing:
+        print(f"no data, skipped: {plot_id}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

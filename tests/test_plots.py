@@ -1,0 +1,128 @@
+"""Plots that open anywhere (#25): the page `dvc plots show` writes loads no script from the network, and
+`wgan plots` renders every Vega plot of dvc.yaml to a PNG with marks in it.
+
+A copy of this project with stand-in plot data (dvclive TSVs and the evaluate stage's JSON records, as the stages
+write them) stands in for a trained one: what is tested is DVC's page and the rendering, not the numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, dvc, make_repo, stage_env, wgan_command
+from dvc_render.vega import VegaRenderer
+from PIL import Image
+
+from wgan.commands.plots import file_name, render
+
+sys.path.insert(0, str(REPO / "tools"))
+from offline_plots_page import CDN_SCRIPT, PAGE  # noqa: E402
+
+TSVS = ("train/critic_loss", "train/generator_loss", "train/wasserstein", "test/wasserstein", "perf/iters_per_sec")
+MARK_PIXELS = 300  # colored pixels the marks add to a 300x300 chart at scale 1; stand-in data draw ~800 to 1400
+
+
+def write_stand_in_data(root: Path) -> None:
+    """Plot data shaped like the train and evaluate stages' (dvclive TSVs, evaluate's records) and image plots."""
+    for name in TSVS:
+        path = root / "dvclive/plots/metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        field = name.split("/")[1]
+        rows = [f"{step}\t{math.exp(-step / 400) + 0.1 * math.sin(step / 50):.6f}" for step in range(50, 1050, 50)]
+        path.write_text(f"step\t{field}\n" + "\n".join(rows) + "\n")
+    records = [{"digit": d, "generated": 0.08 + d / 250, "real": 0.1} for d in range(10)]
+    for name in ("class_hist", "digit_accuracy"):  # digit accuracy: as a conditional generator's
+        path = root / "results/eval" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records))
+    (root / "results/samples").mkdir(parents=True, exist_ok=True)
+    for image in ("results/samples/final.png", "results/wgan.images.gif", "results/latent_walk.gif"):
+        Image.new("L", (28, 28), 128).save(root / image)
+
+
+def vega_plot_ids() -> list[str]:
+    """The ids of every Vega (not image) plot dvc.yaml declares: top-level and per stage."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    entries = list(spec.get("plots", []))
+    entries += [p for stage in spec["stages"].values() for p in stage.get("plots", [])]
+    ids = [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+    return [i for i in ids if not i.lower().endswith((".png", ".gif", ".jpg", ".jpeg", ".svg"))]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_repo(tmp_path_factory.mktemp("plots"))
+    write_stand_in_data(root)
+    return root
+
+
+def test_the_template_inlines_the_versions_dvc_loads() -> None:
+    inlined = re.findall(r"<!-- ([a-z-]+)@([0-9.]+) \S+ from the npm registry", PAGE.read_text())
+    expected = CDN_SCRIPT.findall(VegaRenderer.SCRIPTS)
+    assert [name for name, _ in expected] == ["vega", "vega-lite", "vega-embed"]
+    assert inlined == expected, "DVC loads other versions now: rerun `python tools/offline_plots_page.py`"
+    assert 0.5e6 < PAGE.stat().st_size < 2e6
+
+
+def test_plots_show_page_loads_no_script_from_the_network(repo: Path, tmp_path: Path) -> None:
+    assert dvc(repo, "config", "plots.html_template").stdout.strip() == "plots/offline.html"
+    dvc(repo, "plots", "show", "-o", str(tmp_path / "page"))
+    html = (tmp_path / "page" / "index.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # no script from anywhere: every one is inline
+    assert "cdn.jsdelivr.net" not in html
+    assert html.count("from the npm registry, sha256") == 3 and "Copyright (c)" in html  # the libs and notices
+    assert html.count("vegaEmbed(") >= len(vega_plot_ids())  # each chart is drawn by the inlined library
+    for title in ("Critic and generator loss", "Wasserstein estimate", "final.png", "latent_walk.gif"):
+        assert title in html
+
+
+def colored_pixels(png: Path | bytes) -> int:
+    """Pixels with a hue: the marks (DVC's templates color them by revision); axes, grid and text are grey."""
+    image = Image.open(png if isinstance(png, Path) else io.BytesIO(png)).convert("RGB")
+    rgb = np.asarray(image).astype(int)
+    return int((rgb.max(-1) - rgb.min(-1) > 40).sum())
+
+
+def test_wgan_plots_renders_every_vega_plot_with_marks(repo: Path, tmp_path: Path) -> None:
+    out = repo / "results" / "plots"
+    done = subprocess.run(
+        [*wgan_command(), "plots", "--scale", "1"], cwd=repo, env=stage_env(REPO), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    ids = vega_plot_ids()
+    assert sorted(p.name for p in out.iterdir()) == sorted(file_name(i) for i in ids)
+    assert "image plot, already a file: results/latent_walk.gif" in done.stdout
+    specs = json.loads(dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "json")).stdout)["data"]
+    for plot_id in ids:
+        png = out / file_name(plot_id)
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.width >= 300 and image.height >= 300
+        empty = copy.deepcopy(specs[plot_id][0]["content"])  # the same chart, axes and legend, without data
+        empty["data"]["values"] = []
+        render(empty, tmp_path / "empty.png", scale=1)
+        assert colored_pixels(png) > colored_pixels(tmp_path / "empty.png") + MARK_PIXELS, plot_id
+
+
+def test_wgan_plots_errors_are_one_line(tmp_path: Path) -> None:
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*wgan_command(), "plots", *args], cwd=cwd, env=stage_env(REPO), capture_output=True, text=True
+        )
+
+    done = run(cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == f"error: {Path('.')} has no dvc.yaml; run this in the project, or pass --repo PATH\n"
+
+    done = run(cwd=make_repo(tmp_path / "bare"))  # a project before its first `dvc repro`
+    assert done.returncode == 2
+    assert done.stderr == "error: no plot of . has data yet; run `dvc repro` first\n"
