@@ -45,7 +45,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src stages tests benchmarks
+	$(BIN)/ruff format --check src stages tests benchmarks tools
 
 clean-venv:
 	rm -rf $(VENV)

@@ -187,7 +187,7 @@ def test_the_script_reports_bad_input_in_one_line(tmp_path: Path) -> None:
 
 
 def test_help_of_every_subcommand(capsys) -> None:
-    for sub in ("sample", "interpolate", "compare"):
+    for sub in ("sample", "interpolate", "compare", "plots"):
         with pytest.raises(SystemExit) as exit_info:
             run(sub, "--help")
         assert exit_info.value.code == 0

@@ -126,3 +126,10 @@ def test_wgan_plots_errors_are_one_line(tmp_path: Path) -> None:
     done = run(cwd=make_repo(tmp_path / "bare"))  # a project before its first `dvc repro`
     assert done.returncode == 2
     assert done.stderr == "error: no plot of . has data yet; run `dvc repro` first\n"
+
+
+def test_the_command_line_loads_neither_torch_nor_vl_convert() -> None:
+    code = "import sys; from wgan.commands.main import build_parser; build_parser(); "
+    code += "print(sorted({'torch', 'vl_convert'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], env=stage_env(REPO), capture_output=True, text=True)
+    assert done.stdout == "[]\n", done.stderr
