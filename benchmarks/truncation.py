@@ -1,8 +1,9 @@
 """Score a generator at several truncations (``wgan sample --truncation PSI``) with the evaluate stage's code.
 
 Every row draws ``evaluate.n_samples`` latents with ``evaluate.seed``, truncated at PSI (``inf``: untruncated,
-the evaluate stage's own row), and prints FID, precision, recall and the share of confident digits as a
-Markdown table. Needs ``models/classifier.pt`` and ``models/real_features.pt`` (``dvc repro classifier``).
+the evaluate stage's own row), and prints FID, precision, recall, the share of confident digits and the class
+TV (how far the digits' shares are from the test labels') as a Markdown table. Needs ``models/classifier.pt``
+and ``models/real_features.pt`` (``dvc repro classifier``).
 
     python benchmarks/truncation.py [models/generator.pt] [--psi 0.5 0.7 1.0 1.5 inf]
 """
@@ -20,7 +21,7 @@ from wgan.evaluation.evaluate import evaluate
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 
-SHOWN = ("fid", "precision", "recall", "confident")
+SHOWN = ("fid", "precision", "recall", "confident", "class_tv")
 
 
 def main() -> None:
