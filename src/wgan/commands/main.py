@@ -2,7 +2,7 @@
 
     wgan sample --n 64 --seed 0 --out digits.png      a grid (or --out some/dir/: one PNG per image)
     wgan sample --digit 7 --out sevens.png            a conditional generator draws the digit asked for
-    wgan sample --truncation 0.7 --out typical.png    latents from a truncated normal: less variety, typical digits
+    wgan sample --truncation 2 --out t.png            latents from the standard normal truncated at 2
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
     wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
     wgan plots [--out results/plots]                  every Vega plot of dvc.yaml as a PNG, drawn offline
@@ -95,7 +95,7 @@ def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
         type=_truncation,
         metavar="PSI",
         help="draw each latent entry from the standard normal truncated at PSI (redrawn, not clipped): a smaller "
-        "PSI trades variety for typical digits (default: no truncation)",
+        "PSI trades recall for precision (default: no truncation)",
     )
 
 
