@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO, dvc, make_repo, stage_env, wgan_command
+from dvc_render.image import ImageRenderer
 from dvc_render.vega import VegaRenderer
 from PIL import Image
 
@@ -30,6 +31,22 @@ from offline_plots_page import CDN_SCRIPT, PAGE  # noqa: E402
 
 TSVS = ("train/critic_loss", "train/generator_loss", "train/wasserstein", "test/wasserstein", "perf/iters_per_sec")
 MARK_PIXELS = 300  # colored pixels the marks add to a 300x300 chart at scale 1; stand-in data draw ~800 to 1400
+
+
+def plot_ids() -> list[str]:
+    """The id of every plot dvc.yaml declares, top-level and per stage (an image plot's id is its path)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    entries = list(spec.get("plots", []))
+    entries += [p for stage in spec["stages"].values() for p in stage.get("plots", [])]
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def vega_plot_ids() -> list[str]:
+    return [i for i in plot_ids() if Path(i).suffix.lower() not in ImageRenderer.EXTENSIONS]
+
+
+def image_plots() -> list[str]:
+    return [i for i in plot_ids() if Path(i).suffix.lower() in ImageRenderer.EXTENSIONS]  # as DVC tells them
 
 
 def write_stand_in_data(root: Path) -> None:
@@ -45,18 +62,9 @@ def write_stand_in_data(root: Path) -> None:
         path = root / "results/eval" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(records))
-    (root / "results/samples").mkdir(parents=True, exist_ok=True)
-    for image in ("results/samples/final.png", "results/wgan.images.gif", "results/latent_walk.gif"):
+    for image in image_plots():
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
         Image.new("L", (28, 28), 128).save(root / image)
-
-
-def vega_plot_ids() -> list[str]:
-    """The ids of every Vega (not image) plot dvc.yaml declares: top-level and per stage."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    entries = list(spec.get("plots", []))
-    entries += [p for stage in spec["stages"].values() for p in stage.get("plots", [])]
-    ids = [next(iter(e)) if isinstance(e, dict) else e for e in entries]
-    return [i for i in ids if not i.lower().endswith((".png", ".gif", ".jpg", ".jpeg", ".svg"))]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +90,8 @@ def test_plots_show_page_loads_no_script_from_the_network(repo: Path, tmp_path: 
     assert "cdn.jsdelivr.net" not in html
     assert html.count("from the npm registry, sha256") == 3 and "Copyright (c)" in html  # the libs and notices
     assert html.count("vegaEmbed(") >= len(vega_plot_ids())  # each chart is drawn by the inlined library
-    for title in ("Critic and generator loss", "Wasserstein estimate", "final.png", "latent_walk.gif"):
-        assert title in html
+    for fragment in ("Critic and generator loss", "Wasserstein estimate", *(Path(i).name for i in image_plots())):
+        assert fragment in html, fragment
 
 
 def colored_pixels(png: Path | bytes) -> int:
@@ -101,7 +109,8 @@ def test_wgan_plots_renders_every_vega_plot_with_marks(repo: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     ids = vega_plot_ids()
     assert sorted(p.name for p in out.iterdir()) == sorted(file_name(i) for i in ids)
-    assert "image plot, already a file: results/latent_walk.gif" in done.stdout
+    for image in image_plots():
+        assert f"image plot, already a file: {image}" in done.stdout
     specs = json.loads(dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "json")).stdout)["data"]
     for plot_id in ids:
         png = out / file_name(plot_id)
