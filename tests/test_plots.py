@@ -24,7 +24,8 @@ from dvc_render.image import ImageRenderer
 from dvc_render.vega import VegaRenderer
 from PIL import Image
 
-from wgan.commands.plots import file_name, render
+from wgan.commands.plots import file_name, render, vegalite_version
+from wgan.errors import UserError
 
 sys.path.insert(0, str(REPO / "tools"))
 from offline_plots_page import CDN_SCRIPT, PAGE  # noqa: E402
@@ -142,3 +143,17 @@ def test_the_command_line_loads_neither_torch_nor_vl_convert() -> None:
     code += "print(sorted({'torch', 'vl_convert'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], env=stage_env(REPO), capture_output=True, text=True)
     assert done.stdout == "[]\n", done.stderr
+
+
+def test_charts_render_with_the_vega_lite_major_version_of_their_schema() -> None:
+    available = ["5.8", "5.21", "6.4"]
+    assert vegalite_version({"$schema": "https://vega.github.io/schema/vega-lite/v5.json"}, available) == "5.21"
+    assert vegalite_version({"$schema": "https://vega.github.io/schema/vega-lite/v6.1.json"}, available) == "6.4"
+    assert vegalite_version({}, available) == "6.4"
+
+
+def test_rendering_fetches_nothing(tmp_path: Path) -> None:
+    spec = {"data": {"url": "https://example.com/data.csv"}, "mark": "point"}
+    with pytest.raises(UserError, match="cannot render x.png: .*External data url not allowed"):
+        render(spec, tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []

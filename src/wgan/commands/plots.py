@@ -66,11 +66,23 @@ def dvc_plots(repo: Path) -> Plots:
     return Plots(specs, images, missing)
 
 
+def vegalite_version(spec: dict[str, Any], available: list[str]) -> str:
+    """The newest of vl-convert's Vega-Lite versions with the spec's major version (DVC's templates: v5), so a
+    newer major's changes cannot alter a chart; the newest of all when the spec names none."""
+    major = re.search(r"/v(\d+)(\.\d+)*\.json$", spec.get("$schema", ""))
+    same = [v for v in available if major and v.split(".")[0] == major.group(1)]
+    return max(same or available, key=lambda v: tuple(map(int, v.split("."))))
+
+
 def render(spec: dict[str, Any], path: Path, scale: int = SCALE) -> None:
-    """One filled Vega-Lite spec as a PNG, written atomically."""
+    """One filled Vega-Lite spec as a PNG, written atomically. No network: a spec naming a data URL is refused."""
     import vl_convert  # here: `wgan --help` must not load it
 
-    png = vl_convert.vegalite_to_png(spec, scale=scale)
+    version = vegalite_version(spec, vl_convert.get_vegalite_versions())
+    try:
+        png = vl_convert.vegalite_to_png(spec, vl_version=version, scale=scale, allowed_base_urls=[])
+    except ValueError as err:
+        raise UserError(f"cannot render {path.name}: {one_line(err)}") from err
     with atomic_path(path) as tmp:
         tmp.write_bytes(png)
 
