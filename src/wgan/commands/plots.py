@@ -4,7 +4,9 @@ request or the docs.
 DVC fills each plot's Vega-Lite template with the workspace's data (``dvc plots show --json``, the documented
 machine-readable form of what `dvc plots show` draws) and vl-convert renders it with its own bundled Vega, with no
 browser and no network. Image plots (the sample grid, the GIFs) already are files: they are listed, not copied.
-Not a DVC stage: `dvc plots show` takes the repository's lock, which `dvc repro` holds while a stage runs.
+Not a DVC stage: the charts follow the plot definitions in dvc.yaml, which a stage could only track by depending
+on all of dvc.yaml (rerunning on any pipeline edit), and rendering takes seconds on demand; `--out` puts them
+wherever a pull request or the docs want them.
 """
 
 from __future__ import annotations
