@@ -81,6 +81,8 @@ def test_the_template_inlines_the_versions_dvc_loads() -> None:
     assert [name for name, _ in expected] == ["vega", "vega-lite", "vega-embed"]
     assert inlined == expected, "DVC loads other versions now: rerun `python tools/offline_plots_page.py`"
     assert 0.5e6 < PAGE.stat().st_size < 2e6
+    text = PAGE.read_text()
+    assert "{plot_divs}" in text and "{scripts}" not in text  # DVC's charts go in; its CDN tags stay out
 
 
 def test_plots_show_page_loads_no_script_from_the_network(repo: Path, tmp_path: Path) -> None:
