@@ -1,4 +1,8 @@
-"""DVC stage `evaluate`: sample the trained generator and score it against real MNIST (see wgan.evaluation.evaluate)."""
+"""DVC stage `evaluate`: sample the trained generator and score it against real MNIST (see wgan.evaluation.evaluate).
+
+evaluate.generator picks the generator: the end of training (final, models/generator.pt) or the kept one with the
+lowest FID over training (best, models/best_generator.pt, from the quality stage).
+"""
 
 import time
 
@@ -10,12 +14,14 @@ from wgan.evaluation.evaluate import evaluate
 from wgan.fileio import write_json
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
+from wgan.paths import rerun
 from wgan.stage import run_stage
 
 
 def main() -> None:
     cfg = load_section("evaluate")
-    generator = load_model(paths.GENERATOR, (Generator, ConditionalGenerator))  # whichever train wrote
+    path, writer = (paths.BEST_GENERATOR, "quality") if cfg.generator == "best" else (paths.GENERATOR, "train")
+    generator = load_model(path, (Generator, ConditionalGenerator), rerun(writer))
     classifier = load_model(paths.CLASSIFIER, Classifier)
     real = load_real_features(paths.REAL_FEATURES)
     start = time.perf_counter()
@@ -24,7 +30,7 @@ def main() -> None:
     write_json(paths.CLASS_HIST, hist)
     write_json(paths.DIGIT_ACCURACY, accuracy)
     print(
-        f"scored {cfg.n_samples} samples in {time.perf_counter() - start:.1f} s; "
+        f"scored {cfg.n_samples} samples of {path} in {time.perf_counter() - start:.1f} s; "
         f"wrote {paths.EVAL_METRICS}, {paths.CLASS_HIST}, {paths.DIGIT_ACCURACY}"
     )
     for key, value in scores.items():

@@ -22,6 +22,8 @@ GENERATOR = Path("models/generator.pt")
 CRITIC = Path("models/critic.pt")
 SAMPLES = Path("models/samples.pt")
 CHECKPOINT = Path("models/checkpoint.pt")
+KEPT = Path("models/kept")  # the sampling generator every train.keep_every epochs: wgan.data.kept
+BEST_GENERATOR = Path("models/best_generator.pt")  # the kept generator with the lowest FID
 LIVE_DIR = Path("dvclive")
 LIVE_PLOTS = LIVE_DIR / "plots" / "metrics"
 LIVE_METRICS = LIVE_DIR / "metrics.json"
@@ -34,6 +36,8 @@ CLASSIFIER_METRICS = Path("results/classifier/metrics.json")
 EVAL_METRICS = Path("results/eval/metrics.json")
 CLASS_HIST = Path("results/eval/class_hist.json")
 DIGIT_ACCURACY = Path("results/eval/digit_accuracy.json")
+QUALITY_METRICS = Path("results/quality/metrics.json")
+QUALITY_CURVE = Path("results/quality/curve.json")
 
 # stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
 STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
@@ -42,13 +46,17 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "prepare": ((PARAMS_OK, RAW), (PREPARED,)),
     "train": (
         (PARAMS_OK, TRAIN_DATA, TEST_DATA),
-        (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, LIVE_PLOTS, LIVE_METRICS),
+        (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, KEPT, LIVE_PLOTS, LIVE_METRICS),
     ),
     "render": ((PARAMS_OK, SAMPLES), (GRIDS,)),
     "gif": ((PARAMS_OK, GRIDS), (GIF,)),
     "latent_walk": ((PARAMS_OK, GENERATOR), (LATENT_WALK,)),
     "classifier": ((PARAMS_OK, TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
-    "evaluate": ((PARAMS_OK, GENERATOR, CLASSIFIER, REAL_FEATURES), (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY)),
+    "quality": ((PARAMS_OK, KEPT, CLASSIFIER, REAL_FEATURES), (BEST_GENERATOR, QUALITY_METRICS, QUALITY_CURVE)),
+    "evaluate": (
+        (PARAMS_OK, GENERATOR, BEST_GENERATOR, CLASSIFIER, REAL_FEATURES),
+        (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY),
+    ),
 }
 
 
@@ -88,4 +96,5 @@ class TrainPaths:
     critic: Path = CRITIC
     samples: Path = SAMPLES
     checkpoint: Path = CHECKPOINT
+    kept: Path = KEPT
     live_dir: Path = LIVE_DIR

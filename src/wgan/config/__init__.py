@@ -24,7 +24,9 @@ from wgan.config.schema import (
     GifConfig,
     LatentWalkConfig,
     PrepareConfig,
+    QualityConfig,
     RenderConfig,
+    ScoringConfig,
     TrainConfig,
 )
 
@@ -39,7 +41,9 @@ __all__ = [
     "GifConfig",
     "LatentWalkConfig",
     "PrepareConfig",
+    "QualityConfig",
     "RenderConfig",
+    "ScoringConfig",
     "TrainConfig",
     "check_params",
     "defaults",

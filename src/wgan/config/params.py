@@ -78,24 +78,30 @@ def check_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
     if missing:
         raise UserError(f"section '{missing[0]}' is missing from {path}; add it (docs/params.md lists its keys)")
     cfg = {name: parse_section(name, params[name]) for name in SECTIONS}
-    train, render, evaluate = cfg["train"], cfg["render"], cfg["evaluate"]
+    train, render = cfg["train"], cfg["render"]
     if render.n_images > train.n_fixed:
         raise UserError(
             f"render.n_images = {render.n_images} is larger than train.n_fixed = {train.n_fixed} "
             "(the samples in each snapshot); lower render.n_images or raise train.n_fixed"
         )
-    smallest = min(evaluate.n_samples, MNIST_TEST_SIZE)  # evaluate scores samples, the test split, real subsets
-    if evaluate.kid_subset_size > smallest:
-        raise UserError(
-            f"evaluate.kid_subset_size = {evaluate.kid_subset_size} is larger than the smallest set scored "
-            f"({smallest}: evaluate.n_samples, at most the {MNIST_TEST_SIZE} test images); lower it"
-        )
-    if evaluate.pr_k >= smallest:
-        raise UserError(
-            f"evaluate.pr_k = {evaluate.pr_k} needs more than {evaluate.pr_k} images in every set scored "
-            f"(smallest: {smallest}); lower it or raise evaluate.n_samples"
-        )
+    for name in ("quality", "evaluate"):
+        _check_scoring(name, cfg[name])
     return cfg
+
+
+def _check_scoring(name: str, scoring: Any) -> None:
+    """A scoring section's sizes against the sets it scores: samples, the test split, real subsets."""
+    smallest = min(scoring.n_samples, MNIST_TEST_SIZE)
+    if scoring.kid_subset_size > smallest:
+        raise UserError(
+            f"{name}.kid_subset_size = {scoring.kid_subset_size} is larger than the smallest set scored "
+            f"({smallest}: {name}.n_samples, at most the {MNIST_TEST_SIZE} test images); lower it"
+        )
+    if scoring.pr_k >= smallest:
+        raise UserError(
+            f"{name}.pr_k = {scoring.pr_k} needs more than {scoring.pr_k} images in every set scored "
+            f"(smallest: {smallest}); lower it or raise {name}.n_samples"
+        )
 
 
 def defaults(name: str) -> Any:

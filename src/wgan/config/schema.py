@@ -94,6 +94,7 @@ class TrainConfig:
     n_fixed: Int = _int(64, ge=1, le=4096)  # every snapshot keeps n_fixed images in memory and in samples.pt
     log_every: Int = _int(50, ge=1)
     checkpoint_every: Int = _int(1, ge=1)
+    keep_every: Int = _int(10, ge=1)  # epochs between kept generators (wgan.training.keep); the end is always kept
     max_iterations: Int = _int(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     ema_decay: Number = _num(0.0, ge=0.0, lt=1.0)  # averaged generator for sampling (wgan.training.ema); 0 = off
@@ -173,8 +174,8 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True, config=_SECTION)
-class EvaluateConfig:
-    """Sample-quality metrics of the trained generator."""
+class ScoringConfig:
+    """How a generator is scored against real MNIST (``wgan.evaluation.evaluate``): the evaluate and quality keys."""
 
     n_samples: Int = _int(10000, ge=10, le=1_000_000)
     batch_size: Int = _int(500, ge=1, le=100_000)
@@ -182,6 +183,21 @@ class EvaluateConfig:
     kid_subset_size: Int = _int(1000, ge=2, le=1_000_000)  # at most n_samples and the test split: check_params
     pr_k: Int = _int(3, ge=1, le=1_000_000)  # below the same: check_params
     seed: Int = _int(0, ge=0, le=SEED_MAX)
+
+
+@dataclass(frozen=True, config=_SECTION)
+class EvaluateConfig(ScoringConfig):
+    """Sample-quality metrics of the trained generator: the final one, or the quality stage's best."""
+
+    generator: Literal["final", "best"] = "final"  # models/generator.pt | models/best_generator.pt
+
+
+@dataclass(frozen=True, config=_SECTION)
+class QualityConfig(ScoringConfig):
+    """Quality over training: every kept generator (train.keep_every) scored, with fewer samples than evaluate."""
+
+    n_samples: Int = _int(2000, ge=10, le=1_000_000)
+    kid_subsets: Int = _int(10, ge=1, le=100_000)  # KID's 100 subsets of evaluate cost 3 s a point here
 
 
 SECTIONS: dict[str, type] = {
@@ -192,5 +208,6 @@ SECTIONS: dict[str, type] = {
     "gif": GifConfig,
     "latent_walk": LatentWalkConfig,
     "classifier": ClassifierConfig,
+    "quality": QualityConfig,
     "evaluate": EvaluateConfig,
 }

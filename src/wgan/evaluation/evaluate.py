@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from wgan.config import EvaluateConfig
+from wgan.config import ScoringConfig
 from wgan.data.prepared import IMAGE_SHAPE
 from wgan.errors import UserError
 from wgan.evaluation import metrics
@@ -45,24 +45,25 @@ class Reference:
     train: Outputs
 
 
-def check_sizes(cfg: EvaluateConfig, n_train: int, n_test: int) -> None:
-    """Reject settings the sets are too small for, with the key to change."""
+def check_sizes(cfg: ScoringConfig, real: RealFeatures, section: str = "evaluate") -> None:
+    """Reject settings the sets are too small for, with the key (of params section ``section``) to change."""
+    n_train, n_test = int(real.train.features.shape[0]), int(real.test.features.shape[0])
     n_floor = min(cfg.n_samples, n_train)
     smallest = min(cfg.n_samples, n_test, n_floor)
     if cfg.kid_subset_size > smallest:
         raise UserError(
-            f"evaluate.kid_subset_size = {cfg.kid_subset_size} is larger than the smallest set scored "
+            f"{section}.kid_subset_size = {cfg.kid_subset_size} is larger than the smallest set scored "
             f"({smallest}: n_samples {cfg.n_samples}, test split {n_test}, training subset {n_floor}); "
-            f"lower it or raise evaluate.n_samples"
+            f"lower it or raise {section}.n_samples"
         )
     if cfg.pr_k >= smallest:
         raise UserError(
-            f"evaluate.pr_k = {cfg.pr_k} needs more than {cfg.pr_k} images in every set scored (smallest: "
-            f"{smallest}); lower it or raise evaluate.n_samples"
+            f"{section}.pr_k = {cfg.pr_k} needs more than {cfg.pr_k} images in every set scored (smallest: "
+            f"{smallest}); lower it or raise {section}.n_samples"
         )
 
 
-def build_reference(real: RealFeatures, cfg: EvaluateConfig) -> Reference:
+def build_reference(real: RealFeatures, cfg: ScoringConfig) -> Reference:
     """Precompute the test-side statistics every sample set is compared with."""
     return Reference(
         test=real.test,
@@ -73,7 +74,7 @@ def build_reference(real: RealFeatures, cfg: EvaluateConfig) -> Reference:
     )
 
 
-def score(samples: Outputs, ref: Reference, cfg: EvaluateConfig) -> tuple[dict[str, float], torch.Tensor]:
+def score(samples: Outputs, ref: Reference, cfg: ScoringConfig) -> tuple[dict[str, float], torch.Tensor]:
     """The metrics of one sample set against the test split, and its predicted class shares."""
     kid_mean, kid_std = metrics.kid(
         samples.features, ref.test.features, cfg.kid_subsets, cfg.kid_subset_size, seed=cfg.seed
@@ -99,7 +100,7 @@ def evaluate(
     generator: Generator | ConditionalGenerator,
     classifier: Classifier,
     real: RealFeatures,
-    cfg: EvaluateConfig,
+    cfg: ScoringConfig,
     truncation: float | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
     """All metrics of ``generator`` (flat, each with its ``_floor``), the class histogram and digit accuracy records.
@@ -111,13 +112,7 @@ def evaluate(
     accuracy ``[{"digit": d, "generated": accuracy, "real": the classifier's test accuracy}, ...]``, empty for
     an unconditional generator.
     """
-    if tuple(generator.img_shape) != IMAGE_SHAPE:
-        raise UserError(
-            f"the generator makes {list(generator.img_shape)} images but the classifier needs {list(IMAGE_SHAPE)}; "
-            f"{rerun('train')}"
-        )
-    n_train = int(real.train.features.shape[0])
-    check_sizes(cfg, n_train, int(real.test.features.shape[0]))
+    check_sizes(cfg, real)
     conditional = isinstance(generator, ConditionalGenerator)
     if conditional and cfg.n_samples < 2 * N_CLASSES:
         raise UserError(
@@ -125,15 +120,8 @@ def evaluate(
             f"needs at least 2 samples of it; raise it to at least {2 * N_CLASSES}"
         )
     ref = build_reference(real, cfg)
-    if isinstance(generator, ConditionalGenerator):  # equal numbers of each digit
-        asked = balanced_digits(cfg.n_samples)
-        images = sample_digits(generator, asked, cfg.seed, cfg.batch_size, truncation)
-    else:
-        z = draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed, truncation)
-        asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
-    generated = dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
-    pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]
-    floor = Outputs(ref.train.features[pick], ref.train.probs[pick], _pick(ref.train.labels, pick))
+    generated = classify_samples(generator, classifier, cfg, truncation)
+    floor = real_subset(ref, cfg)
 
     values, shares = score(generated, ref, cfg)
     floor_values, _ = score(floor, ref, cfg)
@@ -151,6 +139,38 @@ def evaluate(
         digit_values, accuracy = score_digits(generated, floor, ref.test)
         result.update(digit_values)
     return result, hist, accuracy
+
+
+def classify_samples(
+    generator: Generator | ConditionalGenerator,
+    classifier: Classifier,
+    cfg: ScoringConfig,
+    truncation: float | None = None,
+) -> Outputs:
+    """The classifier's outputs for ``cfg.n_samples`` samples of ``generator`` from the latents of ``cfg.seed``
+    (truncated at ``truncation``, see ``draw_latents``).
+
+    A conditional generator is asked for equal numbers of each digit, and the outputs carry the digits asked for.
+    """
+    if tuple(generator.img_shape) != IMAGE_SHAPE:
+        raise UserError(
+            f"the generator makes {list(generator.img_shape)} images but the classifier needs {list(IMAGE_SHAPE)}; "
+            f"{rerun('train')}"
+        )
+    if isinstance(generator, ConditionalGenerator):
+        asked = balanced_digits(cfg.n_samples)
+        images = sample_digits(generator, asked, cfg.seed, cfg.batch_size, truncation)
+    else:
+        z = draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed, truncation)
+        asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
+    return dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
+
+
+def real_subset(ref: Reference, cfg: ScoringConfig) -> Outputs:
+    """``cfg.n_samples`` real training images (a subset seeded by ``cfg.seed``): what the floors score."""
+    n_train = int(ref.train.features.shape[0])
+    pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n_samples]
+    return Outputs(ref.train.features[pick], ref.train.probs[pick], _pick(ref.train.labels, pick))
 
 
 def score_digits(generated: Outputs, floor: Outputs, test: Outputs) -> tuple[dict[str, Any], list[dict[str, float]]]:

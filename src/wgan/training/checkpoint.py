@@ -2,10 +2,10 @@
 
 A checkpoint holds the exact position of a run (mid-epoch included: the shuffle state at the start of the
 current epoch, whose permutation is redrawn on resume, and the iteration count), every RNG state, the
-optimizers, the metric accumulators, the samples and the metric history, so a resumed run ends with the
-weights of an uninterrupted one. It is resumed only when the train params, the data files, the training
-code and the device type all match and the run it holds is unfinished; otherwise it is ignored (with a
-message) and overwritten. Nothing non-finite is ever written, so the last good checkpoint stays.
+optimizers, the metric accumulators, the samples, the kept generators' digests and the metric history, so a
+resumed run ends with the weights of an uninterrupted one. It is resumed only when the train params, the data
+files, the training code and the device type all match and the run it holds is unfinished; otherwise it is
+ignored (with a message) and overwritten. Nothing non-finite is ever written, so the last good checkpoint stays.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from wgan.config import TrainConfig, to_dict
 from wgan.data.model_file import cpu_state
 from wgan.data.samples import Samples
 from wgan.errors import UserError, one_line
-from wgan.fileio import torch_load_safe, torch_save_atomic
+from wgan.fileio import file_sha256, torch_load_safe, torch_save_atomic
 from wgan.paths import ROOT, TrainPaths, stage_code
 
 CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
@@ -45,6 +45,7 @@ class RunState:
     samples: Samples
     device: torch.device
     iteration: int = 0
+    kept: dict[str, str] = field(default_factory=dict)  # the kept generators' files and digests (training.keep)
     epoch_start: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +65,7 @@ class RunState:
             "step": self.step.state_dict(),
             "rng": rng_states(self.device, self.shuffle.get_state() if at_epoch_end else self.epoch_start, self.noise),
             "samples": self.samples.to_payload(),
+            "kept": dict(self.kept),
             "metrics": history,
         }
 
@@ -76,15 +78,11 @@ class RunState:
             set_rng_states(ckpt["rng"], self.device, self.shuffle, self.noise)
             self.samples = Samples.from_payload(ckpt["samples"], path)
             self.iteration = int(ckpt["iteration"])
+            self.kept = {str(name): str(digest) for name, digest in ckpt["kept"].items()}
             self.epoch_start = self.shuffle.get_state()
             return list(ckpt["metrics"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
             raise UserError(f"checkpoint {path} is damaged ({one_line(exc)}); delete it to train from scratch") from exc
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -> dict[str, Any]:
@@ -94,7 +92,7 @@ def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -
         code.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return {
         "config": to_dict(cfg),
-        "data": {"train": _sha256(paths.train_data), "test": _sha256(paths.test_data)},
+        "data": {"train": file_sha256(paths.train_data), "test": file_sha256(paths.test_data)},
         "code": code.hexdigest(),
         "device_type": device.type,
     }

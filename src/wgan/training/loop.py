@@ -6,11 +6,14 @@ Around the step, at completed-iteration counts:
 * every ``log_every`` iterations: read the metric sums (the only host sync), add the held-out Wasserstein
   estimate, check that everything is finite, log to DVCLive (``training.live``);
 * every ``sample_interval`` iterations: the fixed latent vectors through the generator (``wgan.data.samples``);
+* at the end of every ``keep_every``-th epoch and at the end of the run: the sampling generator into
+  ``models/kept/`` (``wgan.training.keep``), for the quality stage;
 * at the end of every ``checkpoint_every``-th epoch, and at the next iteration after SIGINT (Ctrl-C) or
   SIGTERM, which then stop the run: a resumable checkpoint (``wgan.training.checkpoint``).
 
-Logging, sampling and the held-out estimate never touch a random stream or a training statistic (the generator
-runs in eval mode for them), so ``log_every`` and ``sample_interval`` do not change the weights. A NaN or
+Logging, sampling, keeping and the held-out estimate never touch a random stream or a training statistic (the
+generator runs in eval mode for them), so ``log_every``, ``sample_interval`` and ``keep_every`` do not change the
+weights. A NaN or
 infinite loss stops the run with a ``UserError`` naming the iteration, at most ``log_every`` iterations late
 (the sums turn non-finite), and the last good checkpoint stays. A run is finished only once its outputs are
 written (``deliver``): the end state is first checkpointed as unfinished, so a kill while the outputs are
@@ -30,6 +33,7 @@ from typing import Any, NoReturn
 import torch
 
 from wgan.config import TrainConfig
+from wgan.data.kept import kept_epoch
 from wgan.data.prepared import IMAGE_SHAPE, to_uint8
 from wgan.data.samples import Samples
 from wgan.device import choose_device
@@ -45,6 +49,7 @@ from wgan.training.checkpoint import RunState, first_nonfinite, load_checkpoint,
 from wgan.training.cuda_graphs import make_step
 from wgan.training.distributed import ALONE, World, use_global_batchnorm
 from wgan.training.inputs import fixed_inputs, iterations_per_epoch, load_splits
+from wgan.training.keep import keep, sync_kept
 from wgan.training.live import M_HELDOUT, M_RATE, Live, Rate
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
@@ -119,6 +124,8 @@ class Run:
         self.state = RunState(generator, critic, step, shuffle, noise, samples, device)
 
         history = self._resume()
+        if world.is_main:  # the kept generators of the checkpoint resumed, or none for a fresh run
+            sync_kept(paths.kept, self.state.kept, history is not None, paths.checkpoint, self.log)
         self.saved_at = self.state.iteration if history is not None else None  # the checkpoint on disk
         self.saved_state: dict[str, Any] = {}  # what rank 0 saved last, marked finished once the outputs exist
         self.finite_at = self.state.iteration  # the last iteration at which losses and state were seen finite
@@ -177,8 +184,11 @@ class Run:
                         if signum is not None:
                             self.stop_here(signum)
                     epochs_done, mid_epoch = divmod(state.iteration, self.per_epoch)
-                    if not mid_epoch and epochs_done % cfg.checkpoint_every == 0 and state.iteration < self.total:
-                        self.checkpoint(finished=False)
+                    if not mid_epoch and state.iteration < self.total:  # the end of the run: finish()
+                        if epochs_done % cfg.keep_every == 0:
+                            self.keep_generator()  # before the checkpoint, which lists it
+                        if epochs_done % cfg.checkpoint_every == 0:
+                            self.checkpoint(finished=False)
                 signum = self.world.stop_signal(stop.signum)  # a signal during the last epoch-end checkpoint
                 if signum is not None:
                     self.stop_here(signum)
@@ -193,6 +203,7 @@ class Run:
             self.log_point()
         if self.state.samples.iteration[-1] != self.state.iteration:
             self.snapshot()
+        self.keep_generator()  # the end of every run is kept, so the quality stage always has a point
         # with outputs still to write, a kill from here on resumes at the end and only writes them
         self.checkpoint(finished)
 
@@ -217,6 +228,12 @@ class Run:
         """The generator that samples: the averaged one when train.ema_decay > 0 (training.ema), else the live one."""
         ema = self.state.step.ema
         return self.state.generator if ema is None else ema.ready(self.state.step.autocast)
+
+    def keep_generator(self) -> None:
+        """The sampling generator into ``models/kept/`` (``wgan.training.keep``), listed in the next checkpoint."""
+        generator = self.sampler()  # on every rank: the average's BatchNorm recompute is collective under torchrun
+        if self.world.is_main:
+            keep(self.paths.kept, generator, kept_epoch(self.state.iteration, self.per_epoch), self.state.kept)
 
     def snapshot(self) -> None:
         """The fixed latent vectors through the sampling generator in eval mode, kept as uint8 pixels."""

@@ -1,0 +1,44 @@
+"""DVC stage `quality`: score every kept generator (models/kept/) -> the quality-over-training curve, the best epoch
+and its generator (see wgan.evaluation.quality).
+
+models/best_generator.pt is a byte-for-byte copy of the kept file with the lowest FID, so `wgan sample --model`,
+`wgan interpolate --model` and the evaluate stage (evaluate.generator: best) read it like models/generator.pt.
+"""
+
+import time
+
+from wgan import paths
+from wgan.config import load_section
+from wgan.data.kept import list_kept
+from wgan.data.model_file import load_model
+from wgan.evaluation.classifier import Classifier, load_real_features
+from wgan.evaluation.quality import best_point, score_over_training
+from wgan.fileio import atomic_write_bytes, write_json
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.stage import run_stage
+
+
+def main() -> None:
+    cfg = load_section("quality")
+    kept = dict(list_kept(paths.KEPT))
+    classifier = load_model(paths.CLASSIFIER, Classifier)
+    real = load_real_features(paths.REAL_FEATURES)
+    start = time.perf_counter()
+    generators = ((epoch, load_model(path, (Generator, ConditionalGenerator))) for epoch, path in kept.items())
+    curve = score_over_training(generators, classifier, real, cfg)
+    best = best_point(curve)
+    atomic_write_bytes(paths.BEST_GENERATOR, kept[best["epoch"]].read_bytes())
+    write_json(paths.QUALITY_CURVE, curve)
+    write_json(paths.QUALITY_METRICS, {"best_epoch": best["epoch"], "best_fid": best["fid"]})
+    print(f"scored {len(curve)} kept generators, {cfg.n_samples} samples each, in {time.perf_counter() - start:.1f} s")
+    for point in curve:
+        print(f"  epoch {point['epoch']:4d}  fid {point['fid']:8.3f}  (real: {point['fid_floor']:.3f})")
+    print(
+        f"best: epoch {best['epoch']} (fid {best['fid']:.4g}); "
+        f"wrote {paths.BEST_GENERATOR}, {paths.QUALITY_CURVE}, {paths.QUALITY_METRICS}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
