@@ -1,0 +1,144 @@
+"""Quality over training (#25): the kept generators, their resume, the quality stage and the best generator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import dvc, make_repo, ran_stages, run_cmd, wgan_command
+from helpers import SMALL, assert_same_state, load_state, make_project, run_train, small_cfg
+from test_train import _epochs_done, _stage
+
+from wgan.data.kept import list_kept
+from wgan.errors import UserError
+from wgan.fileio import file_sha256
+from wgan.training.keep import sync_kept
+
+
+def _kept(root: Path) -> dict[int, Path]:
+    return dict(list_kept(root / "models/kept"))
+
+
+def test_kept_epochs_and_weights_bit_identical_with_keeping_on_and_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = {"epochs": 5, "ema_decay": 0.9}  # the averaged generator: keeping recomputes its BatchNorm statistics
+    often = run_train(make_project(tmp_path / "often"), monkeypatch, small_cfg(keep_every=2, **params))
+    seldom = run_train(make_project(tmp_path / "seldom"), monkeypatch, small_cfg(keep_every=5, **params))
+    assert sorted(_kept(tmp_path / "often")) == [2, 4, 5]  # every 2nd epoch, and the end
+    assert sorted(_kept(tmp_path / "seldom")) == [5]
+    for a, b in ((often.generator, seldom.generator), (often.critic, seldom.critic)):
+        assert_same_state(a.state_dict(), b.state_dict())
+    assert torch.equal(often.samples.to_payload()["images"], seldom.samples.to_payload()["images"])
+    # the end kept is the sampling (averaged) generator, the one models/generator.pt gets
+    assert_same_state(load_state(_kept(tmp_path / "often")[5]), often.generator.state_dict())
+    assert_same_state(load_state(_kept(tmp_path / "often")[5]), load_state(_kept(tmp_path / "seldom")[5]))
+
+
+def test_a_run_cut_short_keeps_its_end_in_the_epoch_it_stopped_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_train(make_project(tmp_path), monkeypatch, small_cfg(max_iterations=15, keep_every=1))  # 10 an epoch
+    assert sorted(_kept(tmp_path)) == [1, 2]
+
+
+def test_a_fresh_run_removes_an_older_runs_kept_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_project(tmp_path)
+    run_train(root, monkeypatch, small_cfg(epochs=4, keep_every=1))
+    run_train(root, monkeypatch, small_cfg(epochs=2, keep_every=1))  # other params: trains from scratch
+    assert sorted(_kept(root)) == [1, 2]
+
+
+def test_resume_refuses_a_listed_file_that_changed(tmp_path: Path) -> None:
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    (folder / "epoch_0001.pt").write_bytes(b"one")
+    (folder / "epoch_0002.pt").write_bytes(b"two, kept after the checkpoint")
+    kept = {"epoch_0001.pt": file_sha256(folder / "epoch_0001.pt")}
+    sync_kept(folder, kept, True, tmp_path / "checkpoint.pt", lambda _: None)
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_0001.pt"]
+    (folder / "epoch_0001.pt").write_bytes(b"another run's")
+    with pytest.raises(UserError, match="epoch_0001.pt, kept by the run that .* resumes, is missing or changed"):
+        sync_kept(folder, kept, True, tmp_path / "checkpoint.pt", lambda _: None)
+
+
+def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25, "keep_every": 3}
+    killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
+    proc = _stage(killed)
+    deadline = time.monotonic() + 240
+    while _epochs_done(killed / "models/checkpoint.pt") < 4:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert 3 in _kept(killed)
+    (killed / "models/kept/epoch_0006.pt").write_bytes(b"a file the checkpoint does not list")
+    resumed = _stage(killed)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "resuming from models/checkpoint.pt" in out and "removed models/kept/epoch_0006.pt" in out
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocesses' single thread
+    try:
+        run_train(make_project(tmp_path / "full", n_train=512, **params), monkeypatch, small_cfg(**params))
+    finally:
+        torch.set_num_threads(threads)
+    full, got = _kept(tmp_path / "full"), _kept(killed)
+    assert sorted(got) == sorted(full) == [3, 6, 8]
+    for epoch in full:
+        assert_same_state(load_state(full[epoch]), load_state(got[epoch]))
+
+
+# --- the pipeline with the real DVC CLI -------------------------------------------------------------------------
+
+QUICK = {  # real MNIST, small models, 60 iterations an epoch
+    "train": {**SMALL, "batch_size": 1000, "epochs": 5, "keep_every": 2, "log_every": 20, "sample_interval": 60},
+    "render": {"n_images": 8},
+    "classifier": {"epochs": 1},
+    "quality": {"n_samples": 500, "kid_subsets": 2, "kid_subset_size": 200},
+    "evaluate": {"n_samples": 500, "kid_subsets": 2, "kid_subset_size": 200},
+}
+STAGES = ("params", "train", "classifier", "quality", "evaluate")  # -s: one by one, skipping download and prepare
+
+
+@pytest.mark.slow
+def test_quality_stage_scores_every_kept_generator_and_picks_the_best(tmp_path: Path, real_prepared: Path) -> None:
+    repo = make_repo(tmp_path, QUICK)
+    shutil.copytree(real_prepared, repo / "data/prepared", dirs_exist_ok=True)
+    out = dvc(repo, "repro", "-s", *STAGES).stdout
+    assert ran_stages(out) == set(STAGES)
+    kept = _kept(repo)
+    assert sorted(kept) == [2, 4, 5]
+    curve = json.loads((repo / "results/quality/curve.json").read_text())
+    assert [point["epoch"] for point in curve] == [2, 4, 5]  # one point per kept generator
+    metrics = json.loads((repo / "results/quality/metrics.json").read_text())
+    best = min(curve, key=lambda point: point["fid"])
+    assert metrics == {"best_epoch": best["epoch"], "best_fid": best["fid"]}
+    assert (repo / "models/best_generator.pt").read_bytes() == kept[best["epoch"]].read_bytes()
+
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    workspace = next(row for row in shown if row["rev"] == "workspace")
+    assert workspace["data"]["metrics"]["results/quality/metrics.json"]["data"] == metrics
+
+    sample = run_cmd(repo, *wgan_command(), "sample", "--model", "models/best_generator.pt", "--n", "4")
+    assert "wrote digits.png" in sample.stdout
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["classifier"]["seed"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(repo, "repro", "-s", *STAGES).stdout
+    assert ran_stages(out) == {"params", "classifier", "quality", "evaluate"}  # never train
+
+    params["evaluate"]["generator"] = "best"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(repo, "repro", "-s", *STAGES).stdout
+    assert ran_stages(out) == {"params", "evaluate"}
+    assert "samples of models/best_generator.pt" in out
