@@ -16,12 +16,15 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "evaluate"}
+ALL_STAGES = {
+    "params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "quality", "evaluate"
+}  # fmt: skip
 QUICK = {
     "train": {"max_iterations": 120, "sample_interval": 40, "log_every": 20},
     "gif": {"stride": 1},
     "latent_walk": {"n": 4, "steps": 8},
     "classifier": {"epochs": 1},
+    "quality": {"n_samples": 1000, "kid_subsets": 2, "kid_subset_size": 500},
     "evaluate": {"n_samples": 1000, "kid_subsets": 5, "kid_subset_size": 500},
 }
 
@@ -81,14 +84,17 @@ def test_second_repro_does_nothing(repo):
 def test_metrics_show_lists_training_and_quality_numbers(repo):
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
-    assert set(files) >= {"dvclive/metrics.json", "results/eval/metrics.json", "results/classifier/metrics.json"}
+    assert set(files) >= {
+        "dvclive/metrics.json", "results/eval/metrics.json", "results/classifier/metrics.json",
+        "results/quality/metrics.json",
+    }  # fmt: skip
     assert "fid" in files["results/eval/metrics.json"]["data"]
     assert "critic_loss" in files["dvclive/metrics.json"]["data"]["train"]
 
 
 def test_exp_run_lr_reruns_train_and_downstream_only(repo):
     out = dvc(repo, "exp", "run", "-S", "train.lr=1e-4").stdout
-    assert ran_stages(out) == {"params", "train", "render", "gif", "latent_walk", "evaluate"}
+    assert ran_stages(out) == {"params", "train", "render", "gif", "latent_walk", "quality", "evaluate"}
     diff = dvc(repo, "params", "diff").stdout
     assert "train.lr" in diff and "5e-05" in diff and "0.0001" in diff
     exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
@@ -133,6 +139,7 @@ def test_plots_show_renders_curves_and_images(repo, tmp_path):
     for fragment in (
         "Critic and generator loss",
         "Wasserstein estimate",
+        "FID over training",
         "final.png",
         "wgan.gif",
         "latent_walk.gif",

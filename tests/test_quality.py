@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import dvc, make_repo, ran_stages, run_cmd, wgan_command
+from conftest import REPO, dvc, make_repo, ran_stages, run_cmd, stage_env, wgan_command
 from helpers import SMALL, assert_same_state, load_state, make_project, run_train, small_cfg
 from test_train import _epochs_done, _stage
 
@@ -142,3 +143,10 @@ def test_quality_stage_scores_every_kept_generator_and_picks_the_best(tmp_path: 
     out = dvc(repo, "repro", "-s", *STAGES).stdout
     assert ran_stages(out) == {"params", "evaluate"}
     assert "samples of models/best_generator.pt" in out
+
+
+def test_quality_stage_without_kept_generators_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"quality": {}}))
+    proc = run_cmd(tmp_path, sys.executable, str(REPO / "stages/quality.py"), check=False, env=stage_env(REPO))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: the kept generators' folder models/kept is missing; rerun `dvc repro train`")
