@@ -22,10 +22,11 @@ from wgan.stage import run_stage
 def main() -> None:
     cfg = load_section("quality")
     kept = dict(list_kept(paths.KEPT))
+    # every file loaded before any scoring: a bad one fails at once (20 generators of the default run: 120 MB)
+    generators = [(epoch, load_model(path, (Generator, ConditionalGenerator))) for epoch, path in kept.items()]
     classifier = load_model(paths.CLASSIFIER, Classifier)
     real = load_real_features(paths.REAL_FEATURES)
     start = time.perf_counter()
-    generators = ((epoch, load_model(path, (Generator, ConditionalGenerator))) for epoch, path in kept.items())
     curve = score_over_training(generators, classifier, real, cfg)
     best = best_point(curve)
     atomic_write_bytes(paths.BEST_GENERATOR, kept[best["epoch"]].read_bytes())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ STAGES = {
     "render": ("stages/render.py", "results/samples/final.png"),
     "gif": ("stages/gif.py", "results/wgan.gif"),
     "classifier": ("stages/classifier.py", "models/classifier.pt"),
+    "quality": ("stages/quality.py", "results/quality/metrics.json"),
     "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
 }
 
@@ -149,6 +151,15 @@ def eval_inputs(ws: Path) -> None:
     save_model(Classifier(), ws / "models/classifier.pt")
     set_param(ws, "evaluate", "n_samples", 20)
     set_param(ws, "evaluate", "kid_subset_size", 10)
+
+
+def quality_inputs(ws: Path) -> None:
+    """The evaluate inputs, the generator kept at epoch 10, and small quality settings."""
+    eval_inputs(ws)
+    (ws / "models/kept").mkdir()
+    shutil.copy(ws / "models/generator.pt", ws / "models/kept/epoch_0010.pt")
+    set_param(ws, "quality", "n_samples", 20)
+    set_param(ws, "quality", "kid_subset_size", 10)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -320,6 +331,26 @@ CASES = [
         "evaluate",
         lambda ws: (eval_inputs(ws), evil_pickle(ws / "models/classifier.pt")),
         "cannot be loaded",
+    ),
+    Case("kept-missing", "quality", lambda ws: None, "the kept generators' folder models/kept is missing"),
+    Case("kept-empty", "quality", lambda ws: (ws / "models/kept").mkdir(), "holds no kept generator"),
+    Case(
+        "kept-truncated",
+        "quality",
+        lambda ws: (quality_inputs(ws), truncate(ws / "models/kept/epoch_0010.pt")),
+        "generator file models/kept/epoch_0010.pt cannot be loaded",
+    ),
+    Case(
+        "kept-foreign",
+        "quality",
+        lambda ws: (quality_inputs(ws), evil_pickle(ws / "models/kept/epoch_0010.pt")),
+        "cannot be loaded",
+    ),
+    Case(
+        "best-generator-missing",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), set_param(ws, "evaluate", "generator", "best")),
+        "generator file models/best_generator.pt is missing; rerun `dvc repro quality`",
     ),
     # environment
     Case(

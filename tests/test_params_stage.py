@@ -69,6 +69,8 @@ def params_file(tmp_path: Path, **sections: dict) -> Path:
         ({"evaluate": {"n_samples": 100, "kid_subset_size": 101}}, "evaluate.kid_subset_size = 101 is larger"),
         ({"evaluate": {"n_samples": 50000, "kid_subset_size": 10001}}, "at most the 10000 test images"),
         ({"evaluate": {"n_samples": 100, "kid_subset_size": 50, "pr_k": 100}}, "evaluate.pr_k = 100 needs more"),
+        ({"quality": {"n_samples": 100, "kid_subset_size": 101}}, "quality.kid_subset_size = 101 is larger"),
+        ({"quality": {"n_samples": 100, "kid_subset_size": 50, "pr_k": 100}}, "quality.pr_k = 100 needs more"),
     ],
 )
 def test_rules_between_keys_are_checked_before_any_stage_runs(tmp_path: Path, sections: dict, fragment: str):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, dvc, make_repo, ran_stages, run_cmd, stage_env, wgan_command
+from conftest import dvc, edit_params, make_repo, ran_stages, run_cmd, run_stage_script, wgan_command
 from helpers import SMALL, assert_same_state, load_state, make_project, run_train, small_cfg
 from test_train import _epochs_done, _stage
 
@@ -132,14 +131,11 @@ def test_quality_stage_scores_every_kept_generator_and_picks_the_best(tmp_path: 
     sample = run_cmd(repo, *wgan_command(), "sample", "--model", "models/best_generator.pt", "--n", "4")
     assert "wrote digits.png" in sample.stdout
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["classifier"]["seed"] = 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, classifier={"seed": 1})
     out = dvc(repo, "repro", "-s", *STAGES).stdout
     assert ran_stages(out) == {"params", "classifier", "quality", "evaluate"}  # never train
 
-    params["evaluate"]["generator"] = "best"
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, evaluate={"generator": "best"})
     out = dvc(repo, "repro", "-s", *STAGES).stdout
     assert ran_stages(out) == {"params", "evaluate"}
     assert "samples of models/best_generator.pt" in out
@@ -147,6 +143,6 @@ def test_quality_stage_scores_every_kept_generator_and_picks_the_best(tmp_path: 
 
 def test_quality_stage_without_kept_generators_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"quality": {}}))
-    proc = run_cmd(tmp_path, sys.executable, str(REPO / "stages/quality.py"), check=False, env=stage_env(REPO))
+    proc = run_stage_script("quality", tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: the kept generators' folder models/kept is missing; rerun `dvc repro train`")
