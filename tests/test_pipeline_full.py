@@ -139,7 +139,7 @@ def test_plots_show_renders_curves_and_images(repo, tmp_path):
     for fragment in (
         "Critic and generator loss",
         "Wasserstein estimate",
-        "FID over training",
+        "FID of each kept generator",
         "final.png",
         "wgan.gif",
         "latent_walk.gif",
