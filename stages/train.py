@@ -5,6 +5,7 @@ Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss 
 The outputs are written before the checkpoint is marked finished, so a kill while writing them loses no training.
 With WGAN_NPROC=N (and WGAN_TORCHRUN for several machines) the stage relaunches itself as N torchrun workers
 (wgan.launch); under torchrun each worker joins the process group (wgan.training.distributed) and only rank 0 writes.
+WGAN_MAX_RESTARTS=N lets torchrun restart the group after a worker dies or hangs; each rank resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
         print(f"wrote {paths.generator}, {paths.critic}, {paths.samples} after {result.iterations} iterations")
 
     with process_group(device) as world:
+        if world.is_main and launch.restart_count():
+            print(f"restart {launch.restart_count()} of the training processes (WGAN_MAX_RESTARTS, torchrun)")
         if world.is_main:
             # temp files of writes a SIGKILL cut short (DVC's lock on the outputs keeps other runs from writing them)
             for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples):

@@ -6,6 +6,11 @@ with two workers. ``WGAN_TORCHRUN`` adds torchrun's own options (for several mac
 ``--node-rank``, ``--master-addr``, ``--rdzv-*``; default ``--standalone``, one machine). A process that
 torchrun started (``TORCHELASTIC_RUN_ID`` is set) never relaunches, so ``torchrun stages/train.py`` works too.
 
+``WGAN_MAX_RESTARTS=N`` (torchrun's ``--max-restarts``): when a worker dies or a rank stops answering, the agent
+stops the others and starts the whole group again, up to N times; every rank resumes from the last checkpoint.
+Each restart prints one line naming the rank and how it ended. A failure in which every worker exited with a
+user error (exit code 2: a bad input, a NaN) would fail the same way again, so it is never restarted.
+
 The agent runs in this process: a SIGINT or SIGTERM to it reaches every worker (they checkpoint and stop), and
 its exit code is the workers': 128 + the signal, 2 for a user error, and for a worker that died one line
 naming its rank and 128 + the signal that killed it (or its exit code).
@@ -20,12 +25,19 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from wgan.errors import UserError
+from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR
+
+# After a failure the others get SIGTERM and this long to exit before SIGKILL (torch waits 30 s): a stopped
+# (SIGSTOP) rank never exits on SIGTERM, and a rank whose peer is gone can no longer save a checkpoint anyway.
+FAILED_GROUP_GRACE_S = 5
 
 ENV_NPROC = "WGAN_NPROC"
 ENV_TORCHRUN = "WGAN_TORCHRUN"
+ENV_MAX_RESTARTS = "WGAN_MAX_RESTARTS"
 ENV_WORKER = "TORCHELASTIC_RUN_ID"  # set by torchrun in every worker
 
 
@@ -37,6 +49,19 @@ def nproc() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise UserError(f"{ENV_NPROC}={raw!r} is not a process count; set it to 1, 2, ... or unset it")
     return int(raw)
+
+
+def max_restarts() -> int:
+    """``WGAN_MAX_RESTARTS``: how many times the agent restarts a failed group (0 when unset)."""
+    raw = os.environ.get(ENV_MAX_RESTARTS, "").strip()
+    if raw and not raw.isdigit():
+        raise UserError(f"{ENV_MAX_RESTARTS}={raw!r} is not a count; set it to 0, 1, 2, ... or unset it")
+    return int(raw or 0)
+
+
+def restart_count() -> int:
+    """How many times torchrun's agent has restarted this worker's group (0 in a first run or without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
 def wanted() -> bool:
@@ -56,7 +81,7 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
 
     options = shlex.split(os.environ.get(ENV_TORCHRUN, "")) or ["--standalone"]
-    argv = [f"--nproc-per-node={nproc()}", *options, script, *(args or [])]
+    argv = [f"--nproc-per-node={nproc()}", f"--max-restarts={max_restarts()}", *options, script, *(args or [])]
     if os.environ.get("WGAN_DEBUG") != "1":  # the agent's own log repeats what the workers and this module say
         for name in list(logging.root.manager.loggerDict):
             if name.startswith("torch.distributed"):
@@ -72,7 +97,8 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
         raise UserError(f"{ENV_TORCHRUN} is not valid torchrun options ({reason[0]}); fix or unset it") from exc
     print(f"torchrun {shlex.join(argv)}", flush=True)
     try:
-        run(args)
+        with _restarting_agent():
+            run(args)
     except SignalException as exc:  # the workers stopped (rank 0 said where and how to resume)
         return 128 + exc.sigval
     except ChildFailedError as exc:
@@ -80,21 +106,74 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
     return 0
 
 
-def _report(exc: Exception) -> int:
-    """One line for the worker that caused the failure; the agent stops the others with SIGTERM, so a worker
-    that ended otherwise is the cause, one killed by another signal first."""
-    failures = exc.failures  # type: ignore[attr-defined]  # {global rank: ProcessFailure}
+@contextlib.contextmanager
+def _restarting_agent() -> Iterator[None]:
+    """Run torchrun's own launcher with ``_Agent`` as its agent class (``launch_agent`` looks the name up)."""
+    from torch.distributed.launcher import api
+
+    plain = api.LocalElasticAgent
+    api.LocalElasticAgent = _agent_class(plain)
+    try:
+        yield
+    finally:
+        api.LocalElasticAgent = plain
+
+
+def _agent_class(base: type) -> type:
+    class _Agent(base):  # type: ignore[valid-type,misc]
+        """torchrun's agent, plus one line per restart, no restart of user errors, and a short grace."""
+
+        def _monitor_workers(self, worker_group: Any) -> Any:
+            result = super()._monitor_workers(worker_group)
+            if not result.is_failed():
+                return result
+            if all(f.exitcode == EXIT_USER_ERROR for f in result.failures.values()):
+                self._remaining_restarts = 0  # a bad input or a NaN fails the same way again (torch does the same)
+            elif self._remaining_restarts > 0:
+                spec = worker_group.spec
+                done = spec.max_restarts - self._remaining_restarts + 1
+                print(
+                    f"{_cause(result.failures)}; restarting every training process from the last checkpoint "
+                    f"(restart {done} of {spec.max_restarts})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return result
+
+        def _stop_workers(self, worker_group: Any) -> None:
+            self._shutdown(timeout=FAILED_GROUP_GRACE_S)
+
+    return _Agent
+
+
+def _blamed(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The worker that caused a failure: the agent stops the others with SIGTERM, so a worker that ended
+    otherwise is the cause, one killed by another signal first; then one that exited with an error code other
+    than a user error's (a rank that lost its peers names the silent one itself)."""
 
     def blame(item: tuple[int, Any]) -> tuple[bool, bool, int]:
         rank, failure = item
         return failure.exitcode == -signal.SIGTERM, failure.exitcode >= 0, rank
 
-    rank, failure = min(failures.items(), key=blame)
-    if failure.exitcode == 2:  # a user error: the worker printed its one line
-        return 2
+    return min(failures.items(), key=blame)
+
+
+def _cause(failures: dict[int, Any]) -> str:
+    rank, failure = _blamed(failures)
     how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with {failure.exitcode}"
+    if failure.exitcode == EXIT_LOST_PEER:
+        how = "lost the others (its line above names a silent rank)"
+    return f"training process rank {rank} (pid {failure.pid}) {how}"
+
+
+def _report(exc: Exception) -> int:
+    """One line for the worker that caused the failure; the exit code for this process."""
+    failures = exc.failures  # type: ignore[attr-defined]  # {global rank: ProcessFailure}
+    _, failure = _blamed(failures)
+    if failure.exitcode == EXIT_USER_ERROR:  # a user error: the worker printed its one line
+        return EXIT_USER_ERROR
     print(
-        f"error: training process rank {rank} (pid {failure.pid}) {how}; the other processes were stopped. "
+        f"error: {_cause(failures)}; the other processes were stopped. "
         "Run the stage again to resume from its last checkpoint",
         file=sys.stderr,
         flush=True,

@@ -13,6 +13,7 @@ from typing import Any
 from wgan.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_LOST_PEER = 3  # a training process lost the others (wgan.training.distributed.LostPeer): worth a restart
 
 
 class StageInterrupted(BaseException):
@@ -65,7 +66,7 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def run_stage(main: Callable[[], None], keeps_outputs: bool = False) -> None:
-    """Run a stage's ``main``; a ``UserError`` becomes one line on stderr and exit code 2.
+    """Run a stage's ``main``; a ``UserError`` becomes one line on stderr and exit code 2 (or its ``exit_code``).
 
     Under DVC (``DVC_STAGE`` set) the line ends with how to get back the outputs DVC deleted before it ran the
     stage, unless ``keeps_outputs`` (a stage whose outputs DVC leaves in place, like the `params` stage).
@@ -86,7 +87,7 @@ def run_stage(main: Callable[[], None], keeps_outputs: bool = False) -> None:
         stage = os.environ.get("DVC_STAGE")  # set by `dvc repro`, which deleted the stage's outputs first
         restore = "" if not stage or keeps_outputs else f"; `dvc checkout {stage}` restores its last outputs"
         print(f"error: {exc}{restore}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

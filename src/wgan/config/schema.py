@@ -94,6 +94,7 @@ class TrainConfig:
     n_fixed: Int = _int(64, ge=1, le=4096)  # every snapshot keeps n_fixed images in memory and in samples.pt
     log_every: Int = _int(50, ge=1)
     checkpoint_every: Int = _int(1, ge=1)
+    checkpoint_minutes: Number = _num(0.0, ge=0.0)  # also checkpoint after this long (0 = off); not in the fingerprint
     keep_every: Int = _int(10, ge=1)  # epochs between kept generators (wgan.training.keep); the end is always kept
     max_iterations: Int = _int(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"

@@ -27,6 +27,9 @@ from wgan.fileio import file_sha256, torch_load_safe, torch_save_atomic
 from wgan.paths import ROOT, TrainPaths, stage_code
 
 CHECKPOINT_FORMAT = "wgan-checkpoint-v1"
+# train params that only say when to checkpoint: resume is exact from any iteration, so they cannot change the
+# numbers, and a run resumes across a change of them
+TIMING_PARAMS = frozenset({"checkpoint_every", "checkpoint_minutes"})
 
 
 @dataclass
@@ -90,8 +93,9 @@ def run_fingerprint(cfg: TrainConfig, paths: TrainPaths, device: torch.device) -
     code = hashlib.sha256()
     for path in stage_code("train"):  # the train stage's code deps in dvc.yaml: one list for DVC and for resume
         code.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    config = {k: v for k, v in to_dict(cfg).items() if k not in TIMING_PARAMS}
     return {
-        "config": to_dict(cfg),
+        "config": config,
         "data": {"train": file_sha256(paths.train_data), "test": file_sha256(paths.test_data)},
         "code": code.hexdigest(),
         "device_type": device.type,

@@ -11,9 +11,12 @@ An N-process run computes the 1-process math up to the order of float sums:
   not reduce (it is frozen); one explicit all-reduce per optimizer step has none of these cases.
 * The generator's BatchNorm normalizes with the global batch's moments (``GlobalBatchNorm``): torch's
   ``nn.SyncBatchNorm`` only runs on GPUs, this one on every backend, differentiably.
-* Every other decision (stop on a signal, stop on a NaN, resume) is taken from values that are equal on all
-  ranks, so no rank ever waits in a collective that the others have left. A rank that dies ends the others'
-  collectives with an error within ``WGAN_DIST_TIMEOUT`` seconds at most (default 60), never a hang.
+* Every other decision (stop on a signal, checkpoint by time, stop on a NaN, resume) is taken from values that
+  are equal on all ranks, so no rank ever waits in a collective that the others have left. A rank that dies ends
+  the others' collectives with an error at once; one that stops answering (SIGSTOP, a hang) within
+  ``WGAN_DIST_TIMEOUT`` seconds (default 60). Rank 0 then names the silent ranks with a monitored barrier on a
+  side Gloo group (the main group's connections are closed by the timeout) and exits with ``EXIT_LOST_PEER``,
+  which torchrun's agent restarts under ``WGAN_MAX_RESTARTS`` (``wgan.launch``).
 
 The process count is not a param: the stage reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ...).
 """
@@ -21,9 +24,11 @@ The process count is not a param: the stage reads torchrun's environment (``RANK
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,12 +41,19 @@ import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 from wgan.errors import UserError, one_line
-from wgan.stage import EXIT_USER_ERROR, StageInterrupted
+from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR, StageInterrupted
 from wgan.training.batches import rank_share
 
 ENV_TIMEOUT = "WGAN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
 STOP_POLL = 10  # iterations between two agreements on a stop signal (each one all-reduce and a host sync)
+SILENT_WAIT_S = 10.0  # how long rank 0 waits at the monitored barrier for the ranks still answering
+
+
+class LostPeer(UserError):
+    """A collective failed: a rank died or stopped answering. Exit code ``EXIT_LOST_PEER``: a restart may help."""
+
+    exit_code = EXIT_LOST_PEER
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class World:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    watch: Any = dataclasses.field(default=None, compare=False)  # a side Gloo group to name silent ranks
 
     @property
     def is_main(self) -> bool:
@@ -78,19 +91,45 @@ class World:
         dist.all_reduce(total)
         return total / self.world_size
 
-    def stop_signal(self, signum: int | None, iteration: int | None = None) -> int | None:
-        """The signal that stops every rank at this iteration, or None: ranks agree every ``STOP_POLL`` iterations.
+    def stop_signal(
+        self, signum: int | None, iteration: int | None = None, due: bool = False
+    ) -> tuple[int | None, bool]:
+        """The signal that stops every rank at this iteration (or None), and whether rank 0 finds a checkpoint
+        ``due``: ranks agree every ``STOP_POLL`` iterations, ``iteration=None``: now (an all-rank point).
 
         torchrun forwards a signal to each worker separately, so ranks may see it one iteration apart; the
-        largest signal number seen on any rank wins. ``iteration=None``: agree now (an all-rank point).
+        largest signal number seen on any rank wins. Only rank 0's clock decides ``due``: clocks differ.
         """
         if self.world_size == 1:
-            return signum
+            return signum, due
         if iteration is not None and iteration % STOP_POLL:
-            return None
-        flag = torch.tensor([signum or 0], device=_collective_device())
+            return None, False
+        flag = torch.tensor([signum or 0, int(due and self.is_main)], device=_collective_device())
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) or None
+        return int(flag[0].item()) or None, bool(flag[1].item())
+
+    def lost_peer(self, exc: BaseException, where: str = "") -> LostPeer | None:
+        """``exc`` as a one-line ``LostPeer`` when it is a failed collective (naming the silent ranks), else None."""
+        if self.world_size == 1 or not _lost_peer(exc):
+            return None
+        silent = self._silent_ranks()
+        said = f"rank {silent} did not answer within {ENV_TIMEOUT} = {timeout_s():g} s" if silent else one_line(exc)
+        return LostPeer(
+            f"training process rank {self.rank} of {self.world_size} lost the others{where} ({said[:200]}); "
+            "the run is stopped: run the stage again (or set WGAN_MAX_RESTARTS) to resume from its last checkpoint"
+        )
+
+    def _silent_ranks(self) -> str:
+        """The ranks that do not reach a monitored barrier on the side group ('' when unknown: not rank 0, or a
+        rank that died, whose closed connection fails the barrier at once)."""
+        if self.watch is None:
+            return ""
+        try:
+            dist.monitored_barrier(self.watch, timeout=timedelta(seconds=SILENT_WAIT_S), wait_all_ranks=True)
+        except RuntimeError as exc:
+            found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(exc))
+            return found.group(1).strip() if found else ""
+        return ""
 
     def from_main(self, tree: Any) -> Any:
         """Rank 0's ``tree`` (tensors, numbers, strings, lists, dicts, None) on every rank.
@@ -202,7 +241,9 @@ def timeout_s() -> float:
 def _lost_peer(exc: BaseException) -> bool:
     """Whether ``exc`` is a failed collective (Gloo raises plain ``RuntimeError``s from its transport)."""
     text = str(exc)
-    return isinstance(exc, dist.DistError) or "gloo" in text or "NCCL" in text or "Timed out" in text
+    return isinstance(exc, (dist.DistError, RuntimeError)) and (
+        isinstance(exc, dist.DistError) or "gloo" in text or "NCCL" in text or "Timed out" in text
+    )
 
 
 @contextlib.contextmanager
@@ -222,21 +263,29 @@ def process_group(device: torch.device) -> Iterator[World]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+    timeout = timedelta(seconds=timeout_s())
+    if backend == "nccl":
+        # a collective that fails or outlives the timeout: the watchdog aborts the communicator and ends this
+        # process (the agent sees it die and restarts the group); the heartbeat monitor ends it if the watchdog
+        # itself hangs (after the collective timeout plus a minute, not torch's default 8 minutes). Explicit values
+        # win: they come from the environment
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        os.environ.setdefault("TORCH_NCCL_ENABLE_MONITORING", "1")
+        os.environ.setdefault("TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC", str(int(timeout.total_seconds()) + 60))
+    dist.init_process_group(backend, timeout=timeout)
+    world = dataclasses.replace(world, watch=dist.new_group(backend="gloo", timeout=timeout))
     try:
         try:
             yield world
         except (dist.DistError, RuntimeError) as exc:
-            if not _lost_peer(exc):
+            lost = world.lost_peer(exc)
+            if lost is None:
                 raise
-            raise UserError(
-                f"training process rank {world.rank} of {world.world_size} lost the others ({one_line(exc)[:200]}); "
-                "the run is stopped: run the stage again to resume from its last checkpoint"
-            ) from exc
-    except UserError:
+            raise lost from exc
+    except UserError as exc:
         if world.local_rank == 0:
             raise
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except StageInterrupted as exc:
         if world.local_rank == 0:
             raise

@@ -8,8 +8,9 @@ Around the step, at completed-iteration counts:
 * every ``sample_interval`` iterations: the fixed latent vectors through the generator (``wgan.data.samples``);
 * at the end of every ``keep_every``-th epoch and at the end of the run: the sampling generator into
   ``models/kept/`` (``wgan.training.keep``), for the quality stage;
-* at the end of every ``checkpoint_every``-th epoch, and at the next iteration after SIGINT (Ctrl-C) or
-  SIGTERM, which then stop the run: a resumable checkpoint (``wgan.training.checkpoint``).
+* at the end of every ``checkpoint_every``-th epoch, every ``checkpoint_minutes`` (mid-epoch too), and at the
+  next iteration after SIGINT (Ctrl-C) or SIGTERM, which then stop the run: a resumable checkpoint
+  (``wgan.training.checkpoint``).
 
 Logging, sampling, keeping and the held-out estimate never touch a random stream or a training statistic (the
 generator runs in eval mode for them), so ``log_every``, ``sample_interval`` and ``keep_every`` do not change the
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -127,6 +129,7 @@ class Run:
         if world.is_main:  # the kept generators of the checkpoint resumed, or none for a fresh run
             sync_kept(paths.kept, self.state.kept, history is not None, paths.checkpoint, self.log)
         self.saved_at = self.state.iteration if history is not None else None  # the checkpoint on disk
+        self.saved_time = time.monotonic()  # when it was saved (or the run started): train.checkpoint_minutes
         self.saved_state: dict[str, Any] = {}  # what rank 0 saved last, marked finished once the outputs exist
         self.finite_at = self.state.iteration  # the last iteration at which losses and state were seen finite
         self.live = Live(paths.live_dir, history or []) if world.is_main else None
@@ -180,22 +183,36 @@ class Run:
                             self.log_point()
                         if state.iteration % cfg.sample_interval == 0:
                             self.snapshot()
-                        signum = self.world.stop_signal(stop.signum, state.iteration)  # alone: an attribute read
-                        if signum is not None:
-                            self.stop_here(signum)
+                        self.poll(stop.signum)  # a signal or the checkpoint clock; alone: two attribute reads
                     epochs_done, mid_epoch = divmod(state.iteration, self.per_epoch)
                     if not mid_epoch and state.iteration < self.total:  # the end of the run: finish()
                         if epochs_done % cfg.keep_every == 0:
                             self.keep_generator()  # before the checkpoint, which lists it
                         if epochs_done % cfg.checkpoint_every == 0:
                             self.checkpoint(finished=False)
-                signum = self.world.stop_signal(stop.signum)  # a signal during the last epoch-end checkpoint
+                signum, _ = self.world.stop_signal(stop.signum)  # a signal during the last epoch-end checkpoint
                 if signum is not None:
                     self.stop_here(signum)
             self.finish(deliver is None)
+        except RuntimeError as exc:  # a failed collective: say at which iteration (dist.DistError is one too)
+            lost = self.world.lost_peer(exc, f" at iteration {state.iteration}")
+            if lost is None:
+                raise
+            raise lost from exc
         finally:
             self.bar.close()
         return self.deliver(deliver)
+
+    def poll(self, signum: int | None) -> None:
+        """Stop on a signal, or checkpoint when ``train.checkpoint_minutes`` have passed since the last one;
+        ranks agree on both (``World.stop_signal``), so all of them checkpoint at the same iteration."""
+        minutes = self.cfg.checkpoint_minutes
+        due = minutes > 0 and time.monotonic() - self.saved_time >= 60 * minutes
+        signum, due = self.world.stop_signal(signum, self.state.iteration, due)
+        if signum is not None:
+            self.stop_here(signum)
+        if due and self.state.iteration < self.total:  # the end state is checkpointed by finish()
+            self.checkpoint(finished=False)
 
     def finish(self, finished: bool) -> None:
         """The last metric point and snapshot, then the checkpoint of the end state."""
@@ -278,6 +295,7 @@ class Run:
         except ValueError as exc:
             self.diverged(f"the training state has a NaN or infinity in {exc}")
         self.saved_at = self.finite_at = self.state.iteration
+        self.saved_time = time.monotonic()
 
     def stop_here(self, signum: int) -> NoReturn:
         self.checkpoint(finished=False)
