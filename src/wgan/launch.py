@@ -31,8 +31,9 @@ from typing import Any
 from wgan.errors import UserError
 from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR
 
-# After a failure the others get SIGTERM and this long to exit before SIGKILL (torch waits 30 s): a stopped
+# After a worker fails the others get SIGTERM and this long to exit before SIGKILL (torch waits 30 s): a stopped
 # (SIGSTOP) rank never exits on SIGTERM, and a rank whose peer is gone can no longer save a checkpoint anyway.
+# A shutdown on the user's Ctrl-C or SIGTERM keeps torch's 30 s: the workers then save a checkpoint first.
 FAILED_GROUP_GRACE_S = 5
 
 ENV_NPROC = "WGAN_NPROC"
@@ -68,7 +69,7 @@ def wanted() -> bool:
     """Whether this process should become torchrun's agent instead of training itself."""
     if os.environ.get(ENV_WORKER):
         return False
-    return nproc() > 1 or bool(os.environ.get(ENV_TORCHRUN, "").strip())
+    return nproc() > 1 or max_restarts() > 0 or bool(os.environ.get(ENV_TORCHRUN, "").strip())
 
 
 def relaunch(script: str, args: list[str] | None = None) -> int:
@@ -83,6 +84,7 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
     options = shlex.split(os.environ.get(ENV_TORCHRUN, "")) or ["--standalone"]
     argv = [f"--nproc-per-node={nproc()}", f"--max-restarts={max_restarts()}", *options, script, *(args or [])]
     if os.environ.get("WGAN_DEBUG") != "1":  # the agent's own log repeats what the workers and this module say
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")  # and so do Gloo's C++ errors in the workers
         for name in list(logging.root.manager.loggerDict):
             if name.startswith("torch.distributed"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -140,20 +142,31 @@ def _agent_class(base: type) -> type:
                 )
             return result
 
-        def _stop_workers(self, worker_group: Any) -> None:
-            self._shutdown(timeout=FAILED_GROUP_GRACE_S)
+        def _start_workers(self, worker_group: Any) -> Any:
+            started = super()._start_workers(worker_group)
+            close = self._pcontext.close
+
+            def close_failed_soon(death_sig: Any = None, timeout: float = 30) -> None:
+                # torch closes the rest of a failed group with a bare close(); a shutdown names its signal
+                close(death_sig, FAILED_GROUP_GRACE_S if death_sig is None else timeout)
+
+            self._pcontext.close = close_failed_soon
+            return started
 
     return _Agent
 
 
 def _blamed(failures: dict[int, Any]) -> tuple[int, Any]:
-    """The worker that caused a failure: the agent stops the others with SIGTERM, so a worker that ended
-    otherwise is the cause, one killed by another signal first; then one that exited with an error code other
-    than a user error's (a rank that lost its peers names the silent one itself)."""
+    """The worker that caused a failure: the agent stops the others with SIGTERM (then SIGKILL after
+    ``FAILED_GROUP_GRACE_S``), so a worker that ended otherwise is the cause: one killed by a signal first, then
+    one that exited with an error, last one that lost its peers (its own line names the silent ranks)."""
 
-    def blame(item: tuple[int, Any]) -> tuple[bool, bool, int]:
+    first = min(f.timestamp for f in failures.values())  # whole seconds
+
+    def blame(item: tuple[int, Any]) -> tuple[bool, bool, bool, int]:
         rank, failure = item
-        return failure.exitcode == -signal.SIGTERM, failure.exitcode >= 0, rank
+        stopped = failure.exitcode == -signal.SIGTERM or failure.timestamp > first + 2  # SIGKILLed after the grace
+        return stopped, failure.exitcode >= 0, failure.exitcode == EXIT_LOST_PEER, rank
 
     return min(failures.items(), key=blame)
 

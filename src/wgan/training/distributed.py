@@ -41,6 +41,7 @@ import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 from wgan.errors import UserError, one_line
+from wgan.launch import restart_count
 from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR, StageInterrupted
 from wgan.training.batches import rank_share
 
@@ -272,7 +273,10 @@ def process_group(device: torch.device) -> Iterator[World]:
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         os.environ.setdefault("TORCH_NCCL_ENABLE_MONITORING", "1")
         os.environ.setdefault("TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC", str(int(timeout.total_seconds()) + 60))
-    dist.init_process_group(backend, timeout=timeout)
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+    # torchrun's agent keeps one store across restarts: a restarted group must not read the dead group's addresses
+    store = dist.PrefixStore(f"wgan/restart{restart_count()}", store)
+    dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.world_size, timeout=timeout)
     world = dataclasses.replace(world, watch=dist.new_group(backend="gloo", timeout=timeout))
     try:
         try:
