@@ -82,7 +82,8 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
 
     options = shlex.split(os.environ.get(ENV_TORCHRUN, "")) or ["--standalone"]
-    argv = [f"--nproc-per-node={nproc()}", f"--max-restarts={max_restarts()}", *options, script, *(args or [])]
+    restarts = [f"--max-restarts={max_restarts()}"] if max_restarts() else []
+    argv = [f"--nproc-per-node={nproc()}", *restarts, *options, script, *(args or [])]
     if os.environ.get("WGAN_DEBUG") != "1":  # the agent's own log repeats what the workers and this module say
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")  # and so do Gloo's C++ errors in the workers
         for name in list(logging.root.manager.loggerDict):
@@ -183,8 +184,8 @@ def _report(exc: Exception) -> int:
     """One line for the worker that caused the failure; the exit code for this process."""
     failures = exc.failures  # type: ignore[attr-defined]  # {global rank: ProcessFailure}
     _, failure = _blamed(failures)
-    if failure.exitcode == EXIT_USER_ERROR:  # a user error: the worker printed its one line
-        return EXIT_USER_ERROR
+    if failure.exitcode in (EXIT_USER_ERROR, EXIT_LOST_PEER):  # the worker printed its one line
+        return failure.exitcode
     print(
         f"error: {_cause(failures)}; the other processes were stopped. "
         "Run the stage again to resume from its last checkpoint",
