@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 # torch and torchvision are pinned exactly in pyproject.toml: pip takes them from this machine's disk.
 
-.PHONY: run test docs fuzz install install-dev lint clean-venv
+.PHONY: run test docs fuzz chaos install install-dev lint clean-venv
 
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
@@ -28,6 +28,17 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: $(VENV)/.installed-dev
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/test_fuzz_params.py tests/test_fuzz_files.py \
 		--hypothesis-show-statistics
+
+# A long chaos run: CHAOS_POINTS seeded fault points (kills and hangs, tests/test_chaos.py); `make test` runs two.
+# Prints each point's recovery time (seconds from the fault to the finished run) and the longest.
+CHAOS_POINTS ?= 30
+CHAOS_SEED ?= 0
+chaos: $(VENV)/.installed-dev
+	rm -f chaos-report.tsv
+	CHAOS_POINTS=$(CHAOS_POINTS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_REPORT=$(CURDIR)/chaos-report.tsv \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/test_chaos.py -k kill_point
+	sort -n -k2 chaos-report.tsv | tail -1 | awk '{print "longest recovery: " $$2 " s (" $$1 ")"}'
+	wc -l < chaos-report.tsv | awk '{print "points tried: " $$1}'
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

@@ -48,7 +48,7 @@ from wgan.training.batches import rank_share
 ENV_TIMEOUT = "WGAN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
 STOP_POLL = 10  # iterations between two agreements on a stop signal (each one all-reduce and a host sync)
-SILENT_WAIT_S = 10.0  # how long rank 0 waits at the monitored barrier for the ranks still answering
+SILENT_WAIT_S = 10.0  # how long (at most WGAN_DIST_TIMEOUT) rank 0 waits at the monitored barrier for live ranks
 
 
 class LostPeer(UserError):
@@ -126,7 +126,8 @@ class World:
         if self.watch is None:
             return ""
         try:
-            dist.monitored_barrier(self.watch, timeout=timedelta(seconds=SILENT_WAIT_S), wait_all_ranks=True)
+            wait = timedelta(seconds=min(SILENT_WAIT_S, timeout_s()))
+            dist.monitored_barrier(self.watch, timeout=wait, wait_all_ranks=True)
         except RuntimeError as exc:
             found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(exc))
             return found.group(1).strip() if found else ""
