@@ -180,3 +180,13 @@ def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path: Path
     assert "Traceback" not in proc.stderr, proc.stderr
     ckpt = torch_load_safe(root / "models/checkpoint.pt", "checkpoint", "")
     assert ckpt["iteration"] == 20 and not ckpt["finished"]  # the last epoch end before the stop
+
+
+def test_a_user_error_is_not_restarted(tmp_path: Path) -> None:
+    """A NaN (gp_lambda = 1e39 is inf in float32) fails the same way after any restart: the agent stops at once."""
+    root = make_project(tmp_path, loss="wgan-gp", optimizer="adam", gp_lambda=1e39, log_every=5, epochs=3)
+    env = _env(root, WGAN_NPROC="2", WGAN_MAX_RESTARTS="3", PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run([sys.executable, str(STAGE)], cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "--max-restarts=3" in proc.stdout and "restart 1" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.stderr.count("error: training diverged: train/critic_loss = nan at iteration 5") == 1, proc.stderr

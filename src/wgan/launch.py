@@ -8,8 +8,8 @@ torchrun started (``TORCHELASTIC_RUN_ID`` is set) never relaunches, so ``torchru
 
 ``WGAN_MAX_RESTARTS=N`` (torchrun's ``--max-restarts``): when a worker dies or a rank stops answering, the agent
 stops the others and starts the whole group again, up to N times; every rank resumes from the last checkpoint.
-Each restart prints one line naming the rank and how it ended. A failure in which every worker exited with a
-user error (exit code 2: a bad input, a NaN) would fail the same way again, so it is never restarted.
+Each restart prints one line naming the rank and how it ended. A failure caused by a user error (exit code 2:
+a bad input, a NaN) would fail the same way again, so it is never restarted.
 
 The agent runs in this process: a SIGINT or SIGTERM to it reaches every worker (they checkpoint and stop), and
 its exit code is the workers': 128 + the signal, 2 for a user error, and for a worker that died one line
@@ -130,7 +130,7 @@ def _agent_class(base: type) -> type:
             result = super()._monitor_workers(worker_group)
             if not result.is_failed():
                 return result
-            if all(f.exitcode == EXIT_USER_ERROR for f in result.failures.values()):
+            if _blamed(result.failures)[1].exitcode == EXIT_USER_ERROR:
                 self._remaining_restarts = 0  # a bad input or a NaN fails the same way again (torch does the same)
             elif self._remaining_restarts > 0:
                 spec = worker_group.spec
@@ -158,15 +158,16 @@ def _agent_class(base: type) -> type:
 
 
 def _blamed(failures: dict[int, Any]) -> tuple[int, Any]:
-    """The worker that caused a failure: the agent stops the others with SIGTERM (then SIGKILL after
-    ``FAILED_GROUP_GRACE_S``), so a worker that ended otherwise is the cause: one killed by a signal first, then
-    one that exited with an error, last one that lost its peers (its own line names the silent ranks)."""
+    """The worker that caused a failure: the agent stops the others with SIGTERM (they die of it or exit 143;
+    SIGKILL after ``FAILED_GROUP_GRACE_S``), so a worker that ended otherwise is the cause: one killed by a
+    signal first, then one that exited with an error, last one that lost its peers (its line names the silent
+    ranks)."""
 
     first = min(f.timestamp for f in failures.values())  # whole seconds
 
     def blame(item: tuple[int, Any]) -> tuple[bool, bool, bool, int]:
         rank, failure = item
-        stopped = failure.exitcode == -signal.SIGTERM or failure.timestamp > first + 2  # SIGKILLed after the grace
+        stopped = failure.exitcode in (-signal.SIGTERM, 128 + signal.SIGTERM) or failure.timestamp > first + 2
         return stopped, failure.exitcode >= 0, failure.exitcode == EXIT_LOST_PEER, rank
 
     return min(failures.items(), key=blame)
