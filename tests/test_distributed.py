@@ -36,7 +36,11 @@ GP = {"loss": "wgan-gp", "optimizer": "adam", "lr": 1e-3}  # larger steps than t
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"WGAN_NPROC", "WGAN_TORCHRUN", "WGAN_DEBUG"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"WGAN_NPROC", "WGAN_TORCHRUN", "WGAN_MAX_RESTARTS", "WGAN_DEBUG"}
+    }
     return {**env, "WGAN_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "WGAN_DIST_TIMEOUT": "30", **extra}
 
 
@@ -184,6 +188,7 @@ def test_the_averaged_generator_under_two_processes_matches_one_process(
         ({"WGAN_NPROC": "two"}, "error: WGAN_NPROC='two' is not a process count"),
         ({"WGAN_NPROC": "2", "WGAN_TORCHRUN": "--bogus"}, "error: WGAN_TORCHRUN is not valid torchrun options"),
         ({"WGAN_NPROC": "3"}, "error: train.batch_size = 32 is not divisible by the 3 processes"),  # every rank
+        ({"WGAN_MAX_RESTARTS": "many"}, "error: WGAN_MAX_RESTARTS='many' is not a count"),
     ],
 )
 def test_bad_process_settings_exit_2_with_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
