@@ -3,7 +3,8 @@ would have made uninterrupted, with a clean `dvc status`.
 
 Each point is one fault from tests/fault_injection/sitecustomize.py, fired once: SIGKILL of the whole stage at an
 iteration, halfway through a checkpoint write, while an output is written, or of `dvc` between the stage's end and
-its dvc.lock entry; SIGKILL or SIGSTOP of one training process under torchrun's restarts (``WGAN_MAX_RESTARTS=1``).
+its dvc.lock entry; SIGKILL or SIGSTOP of one training process under torchrun's restarts (``WGAN_MAX_RESTARTS=1``);
+SIGKILL of `dvc` and the stage together (1 or 2 processes, no restarts: a power cut, but for torchrun's workers).
 A stage that failed is run again with `dvc repro` (the restarts need no rerun). Then the models, the samples and
 every metric point equal the reference run's, bit for bit, of the same process count (the order of float sums
 depends on it), and `dvc status` says nothing changed.
@@ -39,6 +40,7 @@ RUN = {"epochs": 4, "log_every": 5, "sample_interval": 15}
 TOTAL = 40
 FAULTS = REPO / "tests" / "fault_injection"
 REPRO = [str(BIN / "dvc"), "repro", "--single-item", "train"]
+REPRO_GROUP = ["sh", "-c", 'export WGAN_FAULT_PGID=$$; exec "$@"', "sh", *REPRO]  # $$: the new group's id
 TIMEOUT_S = 10  # WGAN_DIST_TIMEOUT for the runs here: a SIGSTOPped rank is named after this long
 
 
@@ -47,7 +49,7 @@ def chaos_points(count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     points = []
     for _ in range(count):
-        kind = rng.choice(["iteration", "checkpoint", "deliver", "lock", "rank", "rank"])
+        kind = rng.choice(["iteration", "checkpoint", "deliver", "lock", "rank", "rank", "group"])
         point: dict[str, Any] = {"kind": kind, "nproc": 1, "minutes": rng.choice([0, 0.001])}  # 0.001: 60 ms
         if kind == "iteration":
             point["at"] = rng.randrange(1, TOTAL + 1)
@@ -58,6 +60,9 @@ def chaos_points(count: int, seed: int) -> list[dict[str, Any]]:
         elif kind == "rank":  # one worker under torchrun's restarts; with one process it is rank 0
             point |= {"nproc": rng.choice([1, 2]), "at": rng.randrange(1, TOTAL + 1)}
             point["signal"] = rng.choice(["KILL", "STOP"]) if point["nproc"] == 2 else "KILL"
+        elif kind == "group":  # `dvc` and the stage at once, at an iteration of one rank, without restarts
+            point |= {"nproc": rng.choice([1, 2]), "at": rng.randrange(1, TOTAL + 1)}
+            point["rank"] = rng.randrange(point["nproc"])
         points.append(point)
     return points
 
@@ -132,6 +137,8 @@ def _fault_env(repo: Path, point: dict[str, Any], once: Path) -> dict[str, str]:
     if point["kind"] == "rank":
         fault |= {"WGAN_FAULT": "iteration", "WGAN_FAULT_RANK": str(point["nproc"] - 1)}
         fault |= {"WGAN_FAULT_SIGNAL": point["signal"], "WGAN_NPROC": str(point["nproc"]), "WGAN_MAX_RESTARTS": "1"}
+    if point["kind"] == "group":  # WGAN_FAULT_PGID: the shell that execs `dvc` says its own pid (REPRO_GROUP)
+        fault |= {"WGAN_FAULT": "iteration", "WGAN_FAULT_RANK": str(point["rank"]), "WGAN_NPROC": str(point["nproc"])}
     if "at" in point:
         fault["WGAN_FAULT_AT"] = str(point["at"])
     if "file" in point:
@@ -142,7 +149,10 @@ def _fault_env(repo: Path, point: dict[str, Any], once: Path) -> dict[str, str]:
 @pytest.mark.parametrize("point", POINTS, ids=[_point_id(p) for p in POINTS])
 def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, reference: Any, point: dict[str, Any]) -> None:
     repo, once = _repo(tmp_path, point["minutes"]), tmp_path / "fired"
-    first = subprocess.run(REPRO, cwd=repo, env=_fault_env(repo, point, once), capture_output=True, text=True)
+    # a "group" point kills the whole process group: `dvc` gets its own, apart from this test's
+    command = REPRO_GROUP if point["kind"] == "group" else REPRO
+    env = _fault_env(repo, point, once)
+    first = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, start_new_session=True)
     log = first.stdout + first.stderr
     assert once.exists(), f"the fault never fired:\n{log}"
     if point["kind"] == "rank":  # torchrun's agent restarted the group: no rerun needed
@@ -151,7 +161,8 @@ def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, referenc
         assert "resuming from models/checkpoint.pt" in log or "restart 1 of the training processes" in log, log
     else:
         assert first.returncode != 0, log
-        rerun = subprocess.run(REPRO, cwd=repo, env=_env(repo), capture_output=True, text=True)
+        again = _env(repo, WGAN_NPROC=str(point["nproc"]))  # bit for bit needs the same process count
+        rerun = subprocess.run(REPRO, cwd=repo, env=again, capture_output=True, text=True)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     recovery = time.time() - once.stat().st_mtime
     assert_same_run(reference(point["nproc"]), repo)

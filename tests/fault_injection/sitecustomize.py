@@ -4,7 +4,9 @@ WGAN_FAULT=enospc: every os.fsync fails with ENOSPC, as a write on a full disk d
 device. The project's atomic writers must then leave no truncated output.
 
 The chaos faults (tests/test_chaos.py) fire once per test, the first time their point is reached: the process
-creates WGAN_FAULT_ONCE (a path) and then sends itself WGAN_FAULT_SIGNAL (default KILL; STOP hangs it):
+creates WGAN_FAULT_ONCE (a path), SIGKILLs the process group WGAN_FAULT_PGID when set (torchrun's workers
+have their own sessions: they outlive it, as after a `kill -9 -PGID`), then sends itself WGAN_FAULT_SIGNAL
+(default KILL; STOP hangs it):
   WGAN_FAULT=iteration  a training process of rank WGAN_FAULT_RANK (default 0) at iteration WGAN_FAULT_AT;
   WGAN_FAULT=checkpoint the process writing checkpoint number WGAN_FAULT_AT, once half the file is on disk;
   WGAN_FAULT=deliver    the process that starts writing the output WGAN_FAULT_FILE (e.g. critic.pt);
@@ -34,6 +36,8 @@ def _fire() -> None:
         os.close(os.open(once, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
         return
+    if os.environ.get("WGAN_FAULT_PGID"):  # the whole stage: `dvc`, the stage, torchrun's agent (a power cut)
+        os.killpg(int(os.environ["WGAN_FAULT_PGID"]), signal.SIGKILL)
     os.kill(os.getpid(), signal.Signals["SIG" + os.environ.get("WGAN_FAULT_SIGNAL", "KILL")])
 
 
