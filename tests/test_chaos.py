@@ -35,9 +35,10 @@ from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
 pytestmark = pytest.mark.slow
 
-# 320 images in batches of 32: 10 iterations an epoch, 40 in all, epoch-end checkpoints at 10, 20, 30
+# 384 images in batches of 32: 12 iterations an epoch, 48 in all, epoch-end checkpoints at 12, 24, 36; under
+# 2 processes the ranks agree every 10 iterations, so a timed checkpoint there is mid-epoch
 RUN = {"epochs": 4, "log_every": 5, "sample_interval": 15}
-TOTAL = 40
+N_TRAIN, TOTAL = 384, 48
 FAULTS = REPO / "tests" / "fault_injection"
 REPRO = [str(BIN / "dvc"), "repro", "--single-item", "train"]
 REPRO_GROUP = ["sh", "-c", 'export WGAN_FAULT_PGID=$$; exec "$@"', "sh", *REPRO]  # $$: the new group's id
@@ -97,7 +98,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     def get(nproc: int) -> Path:
         if nproc not in runs:
-            root = make_project(tmp_path_factory.mktemp(f"reference{nproc}"), **RUN)
+            root = make_project(tmp_path_factory.mktemp(f"reference{nproc}"), n_train=N_TRAIN, **RUN)
             env = _env(root, WGAN_NPROC=str(nproc), PYTHONPATH=str(REPO / "src"))
             proc = subprocess.run([sys.executable, str(STAGE)], cwd=root, env=env, capture_output=True, text=True)
             assert proc.returncode == 0, proc.stderr
@@ -124,7 +125,7 @@ def _repo(tmp_path: Path, minutes: float) -> Path:
     """A git + DVC copy of the project: small train params and synthetic data (make_project's), params checked."""
     params = {"train": {**SMALL, **RUN, "checkpoint_minutes": minutes}, "render": {"n_images": 4, "nrow": 2}}
     repo = make_repo(tmp_path / "repo", params)
-    write_split(repo / "data/prepared/train.pt", 320, seed=0)
+    write_split(repo / "data/prepared/train.pt", N_TRAIN, seed=0)
     write_split(repo / "data/prepared/test.pt", 64, seed=1)
     dvc(repo, "repro", "params")
     return repo
@@ -176,7 +177,7 @@ def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, referenc
 def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path: Path) -> None:
     """SIGSTOP of rank 1 (no restarts): rank 0 names it after WGAN_DIST_TIMEOUT, the run ends well within the
     timeout plus 30 s, and the last checkpoint is intact and resumable."""
-    root = make_project(tmp_path, **(RUN | {"epochs": 40}))  # 400 iterations: it cannot finish first
+    root = make_project(tmp_path, n_train=N_TRAIN, **(RUN | {"epochs": 40}))  # 480 iterations: it cannot finish first
     once, timeout = tmp_path / "fired", 5
     fault = {"WGAN_FAULT": "iteration", "WGAN_FAULT_RANK": "1", "WGAN_FAULT_AT": "25", "WGAN_FAULT_SIGNAL": "STOP"}
     env = _env(root, WGAN_NPROC="2", WGAN_FAULT_ONCE=str(once), PYTHONPATH=f"{FAULTS}{os.pathsep}{REPO / 'src'}")
@@ -190,7 +191,7 @@ def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path: Path
     assert f"(rank 1 did not answer within WGAN_DIST_TIMEOUT = {timeout} s)" in lines[0], lines
     assert "Traceback" not in proc.stderr, proc.stderr
     ckpt = torch_load_safe(root / "models/checkpoint.pt", "checkpoint", "")
-    assert ckpt["iteration"] == 20 and not ckpt["finished"]  # the last epoch end before the stop
+    assert ckpt["iteration"] == 24 and not ckpt["finished"]  # the last epoch end before the stop
 
 
 def test_a_user_error_is_not_restarted(tmp_path: Path) -> None:
