@@ -30,6 +30,7 @@ from conftest import BIN, REPO, dvc, make_repo, stage_env
 from helpers import SMALL, STAGE, assert_same_state, load_state, make_project, read_tsv, write_split
 
 from wgan.fileio import torch_load_safe
+from wgan.launch import blamed
 from wgan.training.live import M_HELDOUT
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
@@ -202,3 +203,26 @@ def test_a_user_error_is_not_restarted(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "--max-restarts=3" in proc.stdout and "restart 1" not in proc.stderr + proc.stdout, proc.stderr
     assert proc.stderr.count("error: training diverged: train/critic_loss = nan at iteration 5") == 1, proc.stderr
+
+
+def _failure(exitcode: int, late: bool = False) -> Any:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    failure = ProcessFailure(local_rank=0, pid=100 + exitcode, exitcode=exitcode, error_file="/nonexistent")
+    failure.timestamp += 5 if late else 0  # SIGKILLed by the agent after its grace
+    return failure
+
+
+@pytest.mark.parametrize(
+    ("failures", "cause"),
+    [
+        ({0: _failure(3), 1: _failure(-9)}, 1),  # rank 1 died; rank 0 then lost it
+        ({0: _failure(-9), 1: _failure(-15)}, 0),  # rank 1 was stopped by the agent
+        ({0: _failure(3), 1: _failure(-9, late=True)}, 0),  # rank 1 was silent: killed after the grace
+        ({0: _failure(2), 1: _failure(143)}, 0),  # a user error; rank 1 exited on the agent's SIGTERM
+        ({0: _failure(3), 1: _failure(1)}, 1),  # a crash beats a lost peer
+    ],
+    ids=["killed", "stopped-by-agent", "silent", "user-error", "crash"],
+)
+def test_the_agent_blames_the_rank_that_caused_the_failure(failures: dict[int, Any], cause: int) -> None:
+    assert blamed(failures)[0] == cause

@@ -130,7 +130,7 @@ def _agent_class(base: type) -> type:
             result = super()._monitor_workers(worker_group)
             if not result.is_failed():
                 return result
-            if _blamed(result.failures)[1].exitcode == EXIT_USER_ERROR:
+            if blamed(result.failures)[1].exitcode == EXIT_USER_ERROR:
                 self._remaining_restarts = 0  # a bad input or a NaN fails the same way again (torch does the same)
             elif self._remaining_restarts > 0:
                 spec = worker_group.spec
@@ -157,7 +157,7 @@ def _agent_class(base: type) -> type:
     return _Agent
 
 
-def _blamed(failures: dict[int, Any]) -> tuple[int, Any]:
+def blamed(failures: dict[int, Any]) -> tuple[int, Any]:
     """The worker that caused a failure: the agent stops the others with SIGTERM (they die of it or exit 143;
     SIGKILL after ``FAILED_GROUP_GRACE_S``), so a worker that ended otherwise is the cause: one killed by a
     signal first, then one that exited with an error, last one that lost its peers (its line names the silent
@@ -174,7 +174,7 @@ def _blamed(failures: dict[int, Any]) -> tuple[int, Any]:
 
 
 def _cause(failures: dict[int, Any]) -> str:
-    rank, failure = _blamed(failures)
+    rank, failure = blamed(failures)
     how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with {failure.exitcode}"
     if failure.exitcode == EXIT_LOST_PEER:
         how = "lost the others (its line above names a silent rank)"
@@ -184,7 +184,7 @@ def _cause(failures: dict[int, Any]) -> str:
 def _report(exc: Exception) -> int:
     """One line for the worker that caused the failure; the exit code for this process."""
     failures = exc.failures  # type: ignore[attr-defined]  # {global rank: ProcessFailure}
-    _, failure = _blamed(failures)
+    _, failure = blamed(failures)
     if failure.exitcode in (EXIT_USER_ERROR, EXIT_LOST_PEER):  # the worker printed its one line
         return failure.exitcode
     print(
