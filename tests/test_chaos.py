@@ -27,10 +27,13 @@ from typing import Any
 import pytest
 import torch
 from conftest import BIN, REPO, dvc, make_repo, stage_env
-from helpers import SMALL, STAGE, assert_same_state, load_state, make_project, read_tsv, write_split
+from helpers import SMALL, STAGE, assert_same_state, load_state, make_project, read_tsv, small_cfg, write_split
+from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from wgan.fileio import torch_load_safe
 from wgan.launch import blamed
+from wgan.paths import TrainPaths
+from wgan.training.checkpoint import run_fingerprint
 from wgan.training.live import M_HELDOUT
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
@@ -205,9 +208,7 @@ def test_a_user_error_is_not_restarted(tmp_path: Path) -> None:
     assert proc.stderr.count("error: training diverged: train/critic_loss = nan at iteration 5") == 1, proc.stderr
 
 
-def _failure(exitcode: int, late: bool = False) -> Any:
-    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
-
+def _failure(exitcode: int, late: bool = False) -> ProcessFailure:
     failure = ProcessFailure(local_rank=0, pid=100 + exitcode, exitcode=exitcode, error_file="/nonexistent")
     failure.timestamp += 5 if late else 0  # SIGKILLed by the agent after its grace
     return failure
@@ -226,3 +227,13 @@ def _failure(exitcode: int, late: bool = False) -> Any:
 )
 def test_the_agent_blames_the_rank_that_caused_the_failure(failures: dict[int, Any], cause: int) -> None:
     assert blamed(failures)[0] == cause
+
+
+def test_when_to_checkpoint_is_not_part_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.checkpoint_minutes and checkpoint_every cannot change the numbers (resume is exact from any
+    iteration), so a checkpoint made under other values still resumes; any other param starts afresh."""
+    monkeypatch.chdir(make_project(tmp_path))
+    cpu = torch.device("cpu")
+    base = run_fingerprint(small_cfg(), TrainPaths(), cpu)
+    assert run_fingerprint(small_cfg(checkpoint_minutes=30, checkpoint_every=5), TrainPaths(), cpu) == base
+    assert run_fingerprint(small_cfg(log_every=7), TrainPaths(), cpu) != base
