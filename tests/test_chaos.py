@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -163,6 +164,11 @@ def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, referenc
     if point["kind"] == "rank":  # torchrun's agent restarted the group: no rerun needed
         assert first.returncode == 0, log
         assert "restarting every training process from the last checkpoint (restart 1 of 1)" in log, log
+        if point["signal"] == "KILL" and point["at"] > RUN["log_every"]:  # the agent says how far the run got
+            said = re.search(r"killed by SIGKILL \(the run's last metric point: iteration (\d+)\)", log)
+            assert said and point["at"] - RUN["log_every"] <= int(said[1]) <= point["at"], log
+        for line in (line for line in log.splitlines() if "lost the others at iteration" in line):  # rank 0's
+            assert line.endswith("torchrun's agent restarts every process from the last checkpoint"), line
         assert "resuming from models/checkpoint.pt" in log or "restart 1 of the training processes" in log, log
     else:
         assert first.returncode != 0, log

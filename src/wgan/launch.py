@@ -8,7 +8,8 @@ torchrun started (``TORCHELASTIC_RUN_ID`` is set) never relaunches, so ``torchru
 
 ``WGAN_MAX_RESTARTS=N`` (torchrun's ``--max-restarts``): when a worker dies or a rank stops answering, the agent
 stops the others and starts the whole group again, up to N times; every rank resumes from the last checkpoint.
-Each restart prints one line naming the rank and how it ended. A failure caused by a user error (exit code 2:
+Each restart prints one line naming the rank, how it ended and the run's last metric point (the iteration it
+had reached: a SIGKILLed process cannot say where it was). A failure caused by a user error (exit code 2:
 a bad input, a NaN) would fail the same way again, so it is never restarted.
 
 The agent runs in this process: a SIGINT or SIGTERM to it reaches every worker (they checkpoint and stop), and
@@ -20,15 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from wgan.errors import UserError
+from wgan.paths import LIVE_METRICS
 from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR
 
 # After a worker fails the others get SIGTERM and this long to exit before SIGKILL (torch waits 30 s): a stopped
@@ -65,6 +69,11 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
+def restarts_left() -> int:
+    """How many more times torchrun's agent will restart this worker's group after a failure (0 without torchrun)."""
+    return max(int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) - restart_count(), 0)
+
+
 def wanted() -> bool:
     """Whether this process should become torchrun's agent instead of training itself."""
     if os.environ.get(ENV_WORKER):
@@ -91,7 +100,7 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
                 logging.getLogger(name).setLevel(logging.CRITICAL)
     # torchrun would set 1 thread per worker (with a warning); share this machine's cores among them instead
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc())))
-    said = io.StringIO()
+    said, started = io.StringIO(), time.time()
     try:
         with contextlib.redirect_stderr(said):  # argparse's usage text: only its last line is kept
             args = parse_args(argv)
@@ -100,29 +109,29 @@ def relaunch(script: str, args: list[str] | None = None) -> int:
         raise UserError(f"{ENV_TORCHRUN} is not valid torchrun options ({reason[0]}); fix or unset it") from exc
     print(f"torchrun {shlex.join(argv)}", flush=True)
     try:
-        with _restarting_agent():
+        with _restarting_agent(started):
             run(args)
     except SignalException as exc:  # the workers stopped (rank 0 said where and how to resume)
         return 128 + exc.sigval
     except ChildFailedError as exc:
-        return _report(exc)
+        return _report(exc, started)
     return 0
 
 
 @contextlib.contextmanager
-def _restarting_agent() -> Iterator[None]:
+def _restarting_agent(started: float) -> Iterator[None]:
     """Run torchrun's own launcher with ``_Agent`` as its agent class (``launch_agent`` looks the name up)."""
     from torch.distributed.launcher import api
 
     plain = api.LocalElasticAgent
-    api.LocalElasticAgent = _agent_class(plain)
+    api.LocalElasticAgent = _agent_class(plain, started)
     try:
         yield
     finally:
         api.LocalElasticAgent = plain
 
 
-def _agent_class(base: type) -> type:
+def _agent_class(base: type, started: float) -> type:
     class _Agent(base):  # type: ignore[valid-type,misc]
         """torchrun's agent, plus one line per restart, no restart of user errors, and a short grace."""
 
@@ -136,7 +145,7 @@ def _agent_class(base: type) -> type:
                 spec = worker_group.spec
                 done = spec.max_restarts - self._remaining_restarts + 1
                 print(
-                    f"{_cause(result.failures)}; restarting every training process from the last checkpoint "
+                    f"{_cause(result.failures, started)}; restarting every training process from the last checkpoint "
                     f"(restart {done} of {spec.max_restarts})",
                     file=sys.stderr,
                     flush=True,
@@ -173,22 +182,35 @@ def blamed(failures: dict[int, Any]) -> tuple[int, Any]:
     return min(failures.items(), key=blame)
 
 
-def _cause(failures: dict[int, Any]) -> str:
+def _cause(failures: dict[int, Any], started: float) -> str:
     rank, failure = blamed(failures)
     how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with {failure.exitcode}"
     if failure.exitcode == EXIT_LOST_PEER:
-        how = "lost the others (its line above names a silent rank)"
-    return f"training process rank {rank} (pid {failure.pid}) {how}"
+        return f"training process rank {rank} (pid {failure.pid}) lost the others (its line above names a silent rank)"
+    return f"training process rank {rank} (pid {failure.pid}) {how}{last_point(started)}"
 
 
-def _report(exc: Exception) -> int:
+def last_point(started: float) -> str:
+    """The iteration of the run's last metric point in DVCLive's metrics.json, worded for the line naming a dead
+    process; "" when this launch did not write the file (an older one is another run's). Rank 0 logs every
+    train.log_every iterations, so a process that died without a word (SIGKILL) had got at least that far."""
+    try:
+        if LIVE_METRICS.stat().st_mtime < started:
+            return ""
+        step = int(json.loads(LIVE_METRICS.read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" (the run's last metric point: iteration {step})"
+
+
+def _report(exc: Exception, started: float) -> int:
     """One line for the worker that caused the failure; the exit code for this process."""
     failures = exc.failures  # type: ignore[attr-defined]  # {global rank: ProcessFailure}
     _, failure = blamed(failures)
     if failure.exitcode in (EXIT_USER_ERROR, EXIT_LOST_PEER):  # the worker printed its one line
         return failure.exitcode
     print(
-        f"error: {_cause(failures)}; the other processes were stopped. "
+        f"error: {_cause(failures, started)}; the other processes were stopped. "
         "Run the stage again to resume from its last checkpoint",
         file=sys.stderr,
         flush=True,

@@ -85,7 +85,10 @@ def run_stage(main: Callable[[], None], keeps_outputs: bool = False) -> None:
         if os.environ.get("WGAN_DEBUG") == "1":
             raise
         stage = os.environ.get("DVC_STAGE")  # set by `dvc repro`, which deleted the stage's outputs first
-        restore = "" if not stage or keeps_outputs else f"; `dvc checkout {stage}` restores its last outputs"
+        restarted = getattr(exc, "restarted", False)  # torchrun's agent starts it again: nothing to restore yet
+        restore = (
+            "" if not stage or keeps_outputs or restarted else f"; `dvc checkout {stage}` restores its last outputs"
+        )
         print(f"error: {exc}{restore}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:

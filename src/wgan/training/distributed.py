@@ -41,7 +41,7 @@ import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 from wgan.errors import UserError, one_line
-from wgan.launch import restart_count
+from wgan.launch import restart_count, restarts_left
 from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR, StageInterrupted
 from wgan.training.batches import rank_share
 
@@ -52,9 +52,14 @@ SILENT_WAIT_S = 10.0  # how long (at most WGAN_DIST_TIMEOUT) rank 0 waits at the
 
 
 class LostPeer(UserError):
-    """A collective failed: a rank died or stopped answering. Exit code ``EXIT_LOST_PEER``: a restart may help."""
+    """A collective failed: a rank died or stopped answering. Exit code ``EXIT_LOST_PEER``: a restart may help.
+    ``restarted``: torchrun's agent will restart the group, so nothing is for the user to do or restore."""
 
     exit_code = EXIT_LOST_PEER
+
+    def __init__(self, message: str, restarted: bool = False) -> None:
+        super().__init__(message)
+        self.restarted = restarted
 
 
 @dataclass(frozen=True)
@@ -115,10 +120,14 @@ class World:
             return None
         silent = self._silent_ranks()
         said = f"rank {silent} did not answer within {ENV_TIMEOUT} = {timeout_s():g} s" if silent else one_line(exc)
-        return LostPeer(
-            f"training process rank {self.rank} of {self.world_size} lost the others{where} ({said[:200]}); "
-            "the run is stopped: run the stage again (or set WGAN_MAX_RESTARTS) to resume from its last checkpoint"
+        left = restarts_left()
+        then = (
+            "torchrun's agent restarts every process from the last checkpoint"
+            if left
+            else "the run is stopped: run the stage again (or set WGAN_MAX_RESTARTS) to resume from its last checkpoint"
         )
+        lost = f"training process rank {self.rank} of {self.world_size} lost the others{where} ({said[:200]}); {then}"
+        return LostPeer(lost, restarted=bool(left))
 
     def _silent_ranks(self) -> str:
         """The ranks that do not reach a monitored barrier on the side group ('' when unknown: not rank 0, or a
