@@ -6,6 +6,11 @@ DVC-level helpers (a temporary git + DVC repo, the real CLI) live in conftest.py
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +81,32 @@ def clone_params(params: Any) -> list[torch.Tensor]:
 def run_train(root: Path, monkeypatch: pytest.MonkeyPatch, cfg: TrainConfig) -> Any:
     monkeypatch.chdir(root)
     return train(cfg, device=torch.device("cpu"))
+
+
+def start_stage(root: Path) -> subprocess.Popen[str]:
+    """The train stage script in ``root`` as a subprocess on one CPU thread, its output (both streams) piped."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WGAN_DEVICE": "cpu"}
+    return subprocess.Popen(
+        [sys.executable, str(STAGE)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def epochs_done(path: Path) -> int:
+    """The epochs done in the checkpoint at ``path`` (-1 while there is none); it must not be finished yet."""
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError):  # not there yet, or replaced while reading
+        return -1
+    assert not ckpt["finished"], "the run finished before it could be killed; make it longer"
+    return int(ckpt["epochs_done"])
+
+
+def kill_after_epochs(root: Path, epochs: int, timeout_s: float = 240) -> None:
+    """Start the train stage in ``root`` and SIGKILL it once its checkpoint holds ``epochs`` epochs."""
+    proc = start_stage(root)
+    deadline = time.monotonic() + timeout_s
+    while epochs_done(root / "models" / "checkpoint.pt") < epochs:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)

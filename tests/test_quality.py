@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import dvc, edit_params, make_repo, ran_stages, run_cmd, run_stage_script, wgan_command
-from helpers import SMALL, assert_same_state, load_state, make_project, run_train, small_cfg
-from test_train import _epochs_done, _stage
+from helpers import (
+    SMALL,
+    assert_same_state,
+    kill_after_epochs,
+    load_state,
+    make_project,
+    run_train,
+    small_cfg,
+    start_stage,
+)
 
 from wgan.data.kept import list_kept
 from wgan.errors import UserError
@@ -71,16 +77,10 @@ def test_resume_refuses_a_listed_file_that_changed(tmp_path: Path) -> None:
 def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25, "keep_every": 3}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
-    proc = _stage(killed)
-    deadline = time.monotonic() + 240
-    while _epochs_done(killed / "models/checkpoint.pt") < 4:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_after_epochs(killed, 4)
     assert 3 in _kept(killed)
     (killed / "models/kept/epoch_0006.pt").write_bytes(b"a file the checkpoint does not list")
-    resumed = _stage(killed)
+    resumed = start_stage(killed)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert "resuming from models/checkpoint.pt" in out and "removed models/kept/epoch_0006.pt" in out

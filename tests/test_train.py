@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import runpy
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +18,14 @@ from helpers import (
     STAGE,
     assert_same_state,
     clone_params,
+    kill_after_epochs,
     load_state,
     make_project,
     read_tsv,
     run_train,
     small_cfg,
     small_step,
+    start_stage,
     toy_batch,
     write_split,
 )
@@ -260,35 +257,13 @@ def test_user_errors_exit_2_with_one_line(
 # --- resume after SIGKILL (subprocesses) -----------------------------------------------------------------------
 
 
-def _stage(root: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WGAN_DEVICE": "cpu"}
-    return subprocess.Popen(
-        [sys.executable, str(STAGE)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def _epochs_done(path: Path) -> int:
-    try:
-        ckpt = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError):  # not there yet, or replaced while reading
-        return -1
-    assert not ckpt["finished"], "the run finished before it could be killed; make it longer"
-    return int(ckpt["epochs_done"])
-
-
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
-    proc = _stage(killed)
-    deadline = time.monotonic() + 240
-    while _epochs_done(killed / "models/checkpoint.pt") < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_after_epochs(killed, 2)
     assert not (killed / "models/generator.pt").exists()
 
-    resumed = _stage(killed)
+    resumed = start_stage(killed)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert "resuming from models/checkpoint.pt: " in out
