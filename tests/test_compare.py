@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -255,4 +256,14 @@ def test_welch_limits_without_spread() -> None:
     assert welch_p([10, 10, 10], [10, 10]) == 1.0  # e.g. classes_covered 10 for every seed
     assert welch_p([10, 10], [9, 9]) == 0.0
     assert math.isnan(welch_p([1.0], [2.0, 3.0]))
+
+
+def test_welch_with_one_side_without_spread_is_exact_and_quiet() -> None:
+    """One group covers 9 digits on every seed: Welch's t then has the other side's n - 1 degrees of freedom,
+    and scipy's precision-loss warning (printed in the middle of `wgan compare`'s table) is not shown."""
+    a, b = [4.0, 6.0, 6.0], [9.0, 9.0, 9.0]
+    t = (statistics.fmean(a) - 9.0) / math.sqrt(statistics.variance(a) / len(a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert welch_p(a, b) == pytest.approx(2 * stats.t.sf(abs(t), len(a) - 1), rel=1e-9)
     assert format_estimate(mean_ci([5.0])) == "5" and format_estimate(mean_ci([412.3, 398.1, 430.0])) == "413 ± 40"
