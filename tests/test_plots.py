@@ -1,7 +1,7 @@
 """Plots that open anywhere (#25): the page `dvc plots show` writes loads no script from the network, and
 `wgan plots` renders every Vega plot of dvc.yaml to a PNG with marks in it.
 
-A copy of this project with stand-in plot data (dvclive TSVs and the evaluate stage's JSON records, as the stages
+A copy of this project with stand-in plot data (dvclive TSVs, the evaluate and quality stages' JSON records, as they
 write them) stands in for a trained one: what is tested is DVC's page and the rendering, not the numbers.
 """
 
@@ -51,7 +51,7 @@ def image_plots() -> list[str]:
 
 
 def write_stand_in_data(root: Path) -> None:
-    """Plot data shaped like the train and evaluate stages' (dvclive TSVs, evaluate's records) and image plots."""
+    """Plot data shaped like the stages' (dvclive TSVs, evaluate's records, the quality curve) and image plots."""
     for name in TSVS:
         path = root / "dvclive/plots/metrics" / f"{name}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +63,20 @@ def write_stand_in_data(root: Path) -> None:
         path = root / "results/eval" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(records))
+    curve = [  # the quality stage's points, one per kept generator
+        {
+            "epoch": e,
+            "fid": 400 / e,
+            "fid_floor": 2.0,
+            "precision": 0.5 + e / 40,
+            "recall": e / 20,
+            "confident": 0.7,
+            "class_tv": 0.3 / e,
+        }
+        for e in range(2, 22, 2)
+    ]
+    (root / "results/quality").mkdir(parents=True, exist_ok=True)
+    (root / "results/quality/curve.json").write_text(json.dumps(curve))
     for image in image_plots():
         (root / image).parent.mkdir(parents=True, exist_ok=True)
         Image.new("L", (28, 28), 128).save(root / image)
