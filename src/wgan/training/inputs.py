@@ -13,7 +13,7 @@ from wgan.data.prepared import N_CLASSES, Split, load_prepared
 from wgan.errors import UserError
 from wgan.models.conditional import digit_rows
 from wgan.paths import TrainPaths, rerun
-from wgan.training.batches import derive_seed, draw_fake_labels
+from wgan.training.batches import derive_seed
 from wgan.training.distributed import World
 
 
@@ -26,7 +26,7 @@ class FixedInputs:
     labels: torch.Tensor | None
     held_real: torch.Tensor
     held_z: torch.Tensor
-    held_labels: tuple[torch.Tensor | None, torch.Tensor | None]
+    held_labels: torch.Tensor | None  # the held-out batch's digits, for its real images and its fakes alike
 
 
 def fixed_inputs(cfg: TrainConfig, test_split: Split, device: torch.device) -> FixedInputs:
@@ -42,9 +42,7 @@ def fixed_inputs(cfg: TrainConfig, test_split: Split, device: torch.device) -> F
     held_index = torch.randperm(len(test_split), generator=held)[:n_held]
     held_real = test_split.images[held_index].to(device)
     held_z = torch.randn(n_held, cfg.latent_dim, generator=held).to(device)
-    held_labels: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-    if cfg.conditional:
-        held_labels = (test_split.labels[held_index].to(device), draw_fake_labels(held, n_held).to(device))
+    held_labels = test_split.labels[held_index].to(device) if cfg.conditional else None
     return FixedInputs(z, labels, held_real, held_z, held_labels)
 
 

@@ -264,10 +264,10 @@ class Run:
         state, fixed = self.state, self.fixed
         values = state.step.take_metrics()
         with _eval_mode(state.generator), torch.no_grad(), state.step.autocast():
-            real_labels, fake_labels = fixed.held_labels
-            d_real = state.critic(fixed.held_real, *label_args(real_labels))
-            fake = state.generator(fixed.held_z, *label_args(fake_labels))
-            values[M_HELDOUT] = losses.wasserstein_estimate(d_real, state.critic(fake, *label_args(fake_labels))).item()
+            digits = label_args(fixed.held_labels)  # as in training: the fakes get the real images' digits
+            d_real = state.critic(fixed.held_real, *digits)
+            fake = state.generator(fixed.held_z, *digits)
+            values[M_HELDOUT] = losses.wasserstein_estimate(d_real, state.critic(fake, *digits)).item()
         for name, value in values.items():  # a NaN or inf anywhere since the last read stays in the sums
             if not math.isfinite(value):
                 self.diverged(f"{name} = {value}")

@@ -11,9 +11,14 @@ whole run, not per epoch as in the tutorial) with ``i % n_critic == 0``, so the 
 epoch boundaries. Fresh noise is drawn for every step from the seeded ``noise`` stream.
 
 Conditional runs (``train.conditional``, ``wgan.models.conditional``): both models also take a digit per image. The
-critic sees the real batch with its labels and fakes of uniformly drawn digits; the generator is asked for
-uniformly drawn digits. Per step, the noise stream gives the latents first, then the fake digits, then (wgan-gp)
-the interpolation weights. The penalty holds each mixed image's label fixed at its real image's.
+critic sees the real batch with its labels and fakes of the same digits, row for row; the generator is asked for
+uniformly drawn digits. Same digits, because the gradient penalty cannot hold a critic score that depends on the
+digit alone: with uniform fake digits against MNIST's shares (11.2% ones, 9.0% fives) the critic gains
+``sum_y (share_real(y) - 0.1) * c_y`` from per-digit offsets ``c_y`` and grows them without bound (measured: the
+100-epoch conditional recipe diverged from about epoch 23, its offsets reaching +-1000 at epoch 40, r = 0.99 with
+the share differences; docs/results.md, "Conditional"). With equal digits on both sides they cancel in every batch.
+Per step, the noise stream gives the latents first, then (generator step) the fake digits, then (wgan-gp) the
+interpolation weights. The penalty holds each mixed image's label fixed at its real image's.
 
 Metrics are summed on the device and read (one host sync) only by ``take_metrics``. Speed choices: fakes for
 the critic are made under ``no_grad``; real and fake go through the critic in one forward; the critic is
@@ -115,7 +120,7 @@ class WGANStep:
         return self.world.share(z).to(self.device)  # the move is a no-op in training (the model's device)
 
     def _fake_labels(self, n: int) -> torch.Tensor | None:
-        """Uniform digits from ``self.noise`` for a conditional run's fakes (drawn after the latents), else None."""
+        """Uniform digits from ``self.noise`` for a conditional generator step (after the latents), else None."""
         if not self.conditional:
             return None
         return draw_fake_labels(self.noise, n, rank=self.world.rank, world_size=self.world.world_size).to(self.device)
@@ -123,10 +128,10 @@ class WGANStep:
     # ------------------------------------------------------------------ (1) update the critic
     def _critic_update(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         n = real.shape[0]
-        z, fake_labels = self._latent(n), self._fake_labels(n)
-        with torch.no_grad(), self.autocast():
-            fake = self.generator(z, *label_args(fake_labels)).to(real.dtype)
-        both = None if fake_labels is None else torch.cat([labels, fake_labels])
+        z = self._latent(n)
+        with torch.no_grad(), self.autocast():  # fakes of the real batch's digits (see the module's docstring)
+            fake = self.generator(z, *label_args(labels)).to(real.dtype)
+        both = None if labels is None else torch.cat([labels, labels])
         with self.autocast():  # one forward for both halves: the critic has no BatchNorm
             scores = self.critic(torch.cat([real, fake]), *label_args(both))
         d_real, d_fake = scores[:n], scores[n:]
