@@ -252,7 +252,8 @@ def timeout_s() -> float:
 def _lost_peer(exc: BaseException) -> bool:
     """Whether ``exc`` is a failed collective (Gloo raises plain ``RuntimeError``s from its transport)."""
     text = str(exc)
-    return isinstance(exc, (dist.DistError, RuntimeError)) and (
+    # dist.DistError is a RuntimeError too; other errors (a UserError naming "Timed out") are never a lost peer
+    return isinstance(exc, RuntimeError) and (
         isinstance(exc, dist.DistError) or "gloo" in text or "NCCL" in text or "Timed out" in text
     )
 
