@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from wgan.config import parse_section
+from wgan.models.networks import build_models
 from wgan.training.optim import FusedRMSprop, make_optimizer
+from wgan.training.step import WGANStep
 
 SHAPES = [(64, 49), (64,), (1, 64), (1,)]
 
@@ -101,3 +103,13 @@ def test_make_optimizer_picks_fused_kernels_on_the_cpu(section: dict[str, Any], 
     if expected is torch.optim.Adam:
         assert opt.param_groups[0]["fused"] is True
         assert opt.param_groups[0]["betas"] == (0.5, 0.9)
+
+
+@pytest.mark.parametrize(("critic_lr", "expected"), [(0.0, 1e-4), (4e-4, 4e-4)])
+def test_the_critic_trains_at_critic_lr_and_the_generator_at_lr(critic_lr: float, expected: float) -> None:
+    """``train.critic_lr`` (two time-scales) sets the critic's optimizer only; 0 means ``train.lr``."""
+    cfg = parse_section("train", {"lr": 1e-4, "critic_lr": critic_lr, "optimizer": "adam", "loss": "wgan-gp"})
+    generator, critic = build_models(cfg, torch.device("cpu"))
+    step = WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
+    assert [g["lr"] for g in step.opt_g.param_groups] == [1e-4]
+    assert [g["lr"] for g in step.opt_d.param_groups] == [expected]

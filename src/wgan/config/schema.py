@@ -86,10 +86,12 @@ class TrainConfig:
     loss: Literal["wgan", "wgan-gp"] = "wgan"
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"
     lr: Number = _num(5.0e-5, gt=0.0, le=1.0)
+    critic_lr: Number = _num(0.0, ge=0.0, le=1.0)  # the critic's own lr (two time-scale); 0 = lr
     betas: Betas = (0.5, 0.9)
     n_critic: Int = _int(5, ge=1)
     clip_value: Number = _num(0.01, gt=0.0)
     gp_lambda: Number = _num(10.0, ge=0.0)
+    gp_form: Literal["two-sided", "one-sided", "zero-centred"] = "two-sided"  # wgan.training.losses.gradient_penalty
     sample_interval: Int = _int(400, ge=1)
     n_fixed: Int = _int(64, ge=1, le=4096)  # every snapshot keeps n_fixed images in memory and in samples.pt
     log_every: Int = _int(50, ge=1)

@@ -74,7 +74,7 @@ class WGANStep:
         self.device = next(generator.parameters()).device
         self.critic_params = list(critic.parameters())
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
-        self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device)
+        self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device, lr=optim.critic_lr(cfg))
         self.ema = make_average(generator, cfg.ema_decay, cfg.seed, ema_start_iteration)  # the average, or None
         self.gp = cfg.loss == "wgan-gp"
         self.conditional = cfg.conditional
@@ -140,7 +140,12 @@ class WGANStep:
             eps = self.world.share(losses.mixing_weights(n * self.world.world_size, real, self.noise))
             x_hat = losses.penalty_points(real, fake, eps=eps)
             penalty = losses.gradient_penalty(
-                self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16", labels=labels
+                self.critic,
+                x_hat,
+                self.cfg.gp_lambda,
+                autocast=self.cfg.precision == "bf16",
+                labels=labels,
+                form=self.cfg.gp_form,
             )
             total = loss + penalty
         else:
