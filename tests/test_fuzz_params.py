@@ -111,9 +111,8 @@ def apply(edits: list[tuple]) -> tuple[dict[Any, Any], set[str]]:
     return params, names
 
 
-def run_params_stage(text: str) -> tuple[int, str, Path]:
-    """The `params` stage's own entry point on ``text``, in a fresh folder: (exit code, stderr, folder)."""
-    ws = Path(tempfile.mkdtemp(prefix="fuzz-params-"))
+def run_params_stage(text: str, ws: Path) -> tuple[int, str]:
+    """The `params` stage's own entry point on ``text``, in the empty folder ``ws``: (exit code, stderr)."""
     (ws / "params.yaml").write_text(text)
     err = io.StringIO()
     code = 0
@@ -122,15 +121,20 @@ def run_params_stage(text: str) -> tuple[int, str, Path]:
             run_stage(STAGE["main"], keeps_outputs=True)
         except SystemExit as exc:
             code = exc.code
-    return code, err.getvalue(), ws
+    return code, err.getvalue()
 
 
 @fuzz(300)
 @given(st.lists(mutations, min_size=1, max_size=3))
 def test_any_edit_of_params_passes_or_fails_in_one_line(edits: list[tuple]):
     params, names = apply(edits)
-    with time_limit(20):
-        code, err, ws = run_params_stage(render(params))
+    with time_limit(20), tempfile.TemporaryDirectory(prefix="fuzz-params-") as folder:  # 300 a run: none left
+        ws = Path(folder)
+        code, err = run_params_stage(render(params), ws)
+        _check_outcome(code, err, ws, names)
+
+
+def _check_outcome(code: int, err: str, ws: Path, names: set[str]) -> None:
     marker = ws / MARKER
     assert not [p for p in ws.rglob("*.tmp")], "a temporary file was left behind"
     event("valid" if code == 0 else "rejected")
