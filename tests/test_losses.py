@@ -8,10 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from wgan.config import parse_section
-from wgan.models.networks import build_models
 from wgan.training import losses
-from wgan.training.step import WGANStep
 
 
 class LinearCritic(nn.Module):
@@ -85,39 +82,6 @@ def test_gradient_penalty_is_positive_otherwise(scale: float) -> None:
     critic = LinearCritic(_unit_weight(scale))
     gp = losses.gradient_penalty(critic, losses.penalty_points(real, fake), weight=10.0)
     assert gp.item() == pytest.approx(10.0 * (scale - 1.0) ** 2, rel=1e-5)
-
-
-@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
-def test_the_penalty_forms_ask_their_own_of_the_gradient_norm(scale: float) -> None:
-    """A linear critic's gradient norm is ``scale`` at every point: each form's value is known in closed form."""
-    real, fake = _pair()
-    critic = LinearCritic(_unit_weight(scale))
-    x_hat = losses.penalty_points(real, fake, torch.Generator().manual_seed(2))
-    expected = {
-        "two-sided": 10.0 * (scale - 1.0) ** 2,
-        "one-sided": 10.0 * max(0.0, scale - 1.0) ** 2,  # a norm below 1 costs nothing
-        "zero-centred": 10.0 * scale**2,
-    }
-    for form, value in expected.items():
-        gp = losses.gradient_penalty(critic, x_hat, weight=10.0, form=form)
-        assert gp.item() == pytest.approx(value, rel=1e-5, abs=1e-9), form
-
-
-def test_the_training_step_penalizes_with_train_gp_form() -> None:
-    """Each form trains the critic differently from the same start (the step passes ``gp_form`` on)."""
-    real = _pair(8)[0]
-    critics = {}
-    for form in ("two-sided", "one-sided", "zero-centred"):
-        cfg = parse_section(
-            "train", {"loss": "wgan-gp", "optimizer": "adam", "gp_form": form, "g_hidden": [16], "d_hidden": [16]}
-        )
-        generator, critic = build_models(cfg, torch.device("cpu"))
-        step = WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
-        for _ in range(3):
-            step.critic_step(real)
-        critics[form] = torch.cat([p.detach().flatten() for p in critic.parameters()])
-    assert not torch.equal(critics["two-sided"], critics["zero-centred"])
-    assert not torch.equal(critics["two-sided"], critics["one-sided"])
 
 
 def _penalty_grads(critic: nn.Module, x_hat: torch.Tensor, bf16: bool) -> tuple[float, list[torch.Tensor]]:

@@ -91,7 +91,6 @@ class TrainConfig:
     n_critic: Int = _int(5, ge=1)
     clip_value: Number = _num(0.01, gt=0.0)
     gp_lambda: Number = _num(10.0, ge=0.0)
-    gp_form: Literal["two-sided", "one-sided", "zero-centred"] = "two-sided"  # wgan.training.losses.gradient_penalty
     sample_interval: Int = _int(400, ge=1)
     n_fixed: Int = _int(64, ge=1, le=4096)  # every snapshot keeps n_fixed images in memory and in samples.pt
     log_every: Int = _int(50, ge=1)

@@ -64,18 +64,9 @@ def penalty_points(
 
 
 def gradient_penalty(
-    critic: nn.Module,
-    x_hat: torch.Tensor,
-    weight: float,
-    autocast: bool = False,
-    labels: torch.Tensor | None = None,
-    form: str = "two-sided",
+    critic: nn.Module, x_hat: torch.Tensor, weight: float, autocast: bool = False, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``weight * mean_i f(||grad_x D(x_hat_i)||_2)``, norm over each sample's flattened gradient, where ``f(g)`` is
-
-        two-sided     (g - 1)^2            WGAN-GP (Gulrajani et al. 2017): the norm pulled to 1 everywhere
-        one-sided     max(0, g - 1)^2      WGAN-LP (Petzka et al. 2018): only norms above 1, the Lipschitz bound itself
-        zero-centred  g^2                  WGAN-0GP (Thanh-Tung et al. 2019): pulled to 0, against overfitting critics
+    """``weight * mean_i (||grad_x D(x_hat_i)||_2 - 1)^2``, norm over each sample's flattened gradient.
 
     The gradient is built with ``create_graph=True`` so that the penalty can be backpropagated into
     the critic's parameters (a double backward). Only the forward runs under autocast (when asked):
@@ -86,9 +77,4 @@ def gradient_penalty(
         scores = critic(x_hat) if labels is None else critic(x_hat, labels)
     (grad,) = torch.autograd.grad(scores.float().sum(), x_hat, create_graph=True)
     norms = torch.linalg.vector_norm(grad.float().flatten(1), ord=2, dim=1)
-    if form == "zero-centred":
-        return weight * norms.square().mean()
-    excess = norms - 1.0
-    if form == "one-sided":
-        excess = excess.clamp_min(0.0)
-    return weight * excess.square().mean()
+    return weight * (norms - 1.0).square().mean()

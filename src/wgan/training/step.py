@@ -140,12 +140,7 @@ class WGANStep:
             eps = self.world.share(losses.mixing_weights(n * self.world.world_size, real, self.noise))
             x_hat = losses.penalty_points(real, fake, eps=eps)
             penalty = losses.gradient_penalty(
-                self.critic,
-                x_hat,
-                self.cfg.gp_lambda,
-                autocast=self.cfg.precision == "bf16",
-                labels=labels,
-                form=self.cfg.gp_form,
+                self.critic, x_hat, self.cfg.gp_lambda, autocast=self.cfg.precision == "bf16", labels=labels
             )
             total = loss + penalty
         else:
