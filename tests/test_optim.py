@@ -10,6 +10,7 @@ import torch
 
 from wgan.config import parse_section
 from wgan.models.networks import build_models
+from wgan.progress import divergence_fix
 from wgan.training.optim import FusedRMSprop, make_optimizer
 from wgan.training.step import WGANStep
 
@@ -113,3 +114,10 @@ def test_the_critic_trains_at_critic_lr_and_the_generator_at_lr(critic_lr: float
     step = WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
     assert [g["lr"] for g in step.opt_g.param_groups] == [1e-4]
     assert [g["lr"] for g in step.opt_d.param_groups] == [expected]
+
+
+def test_a_diverged_run_is_told_to_lower_both_rates_when_the_critic_has_its_own() -> None:
+    base = {"loss": "wgan-gp", "optimizer": "adam", "lr": 1e-4}
+    assert divergence_fix(parse_section("train", base)).startswith("lower train.lr (now 0.0001), or ")
+    fix = divergence_fix(parse_section("train", {**base, "critic_lr": 2e-4}))
+    assert fix.startswith("lower train.lr (now 0.0001) and train.critic_lr (now 0.0002), or lower train.gp_lambda")

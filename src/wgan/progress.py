@@ -72,7 +72,10 @@ def model_summary(model: torch.nn.Module, input_shape: Sequence[int], title: str
 
 def divergence_fix(cfg: TrainConfig) -> str:
     """What to change in params.yaml after the losses blew up."""
-    fixes = [f"lower train.lr (now {cfg.lr:g})"]
+    rates = f"train.lr (now {cfg.lr:g})"
+    if cfg.critic_lr:
+        rates += f" and train.critic_lr (now {cfg.critic_lr:g})"
+    fixes = [f"lower {rates}"]
     if cfg.loss == "wgan":
         fixes.append("use train.loss: wgan-gp")
     else:
