@@ -98,7 +98,7 @@ def test_fused_rmsprop_skips_parameters_without_gradients_and_rejects_bad_settin
 )
 def test_make_optimizer_picks_fused_kernels_on_the_cpu(section: dict[str, Any], expected: type) -> None:
     cfg = parse_section("train", {"lr": 2e-4, **section})
-    opt = make_optimizer(cfg, _params(), torch.device("cpu"))
+    opt = make_optimizer(cfg, _params(), torch.device("cpu"), cfg.lr)
     assert type(opt) is expected
     assert opt.param_groups[0]["lr"] == 2e-4
     if expected is torch.optim.Adam:

@@ -73,8 +73,8 @@ class WGANStep:
         self.noise = noise
         self.device = next(generator.parameters()).device
         self.critic_params = list(critic.parameters())
-        self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device)
-        self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device, lr=optim.critic_lr(cfg))
+        self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device, cfg.lr)
+        self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device, optim.critic_lr(cfg))
         self.ema = make_average(generator, cfg.ema_decay, cfg.seed, ema_start_iteration)  # the average, or None
         self.gp = cfg.loss == "wgan-gp"
         self.conditional = cfg.conditional
