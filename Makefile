@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 # torch and torchvision are pinned exactly in pyproject.toml: pip takes them from this machine's disk.
 
-.PHONY: run test docs fuzz chaos install install-dev lint clean-venv
+.PHONY: run test test-long docs fuzz chaos install install-dev lint clean-venv
 
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
@@ -17,6 +17,10 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+# The long tests `make test` leaves out (marked `long`: full trainings on real MNIST), under ten minutes here.
+test-long: $(VENV)/.installed-dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m long
 
 # The documentation site (docs/, mkdocs.yml) as HTML in $(SITE); --strict fails on a broken link or anchor.
 docs: $(VENV)/.installed-dev

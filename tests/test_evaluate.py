@@ -166,6 +166,7 @@ def mnist_stage_dir(tmp_path_factory: pytest.TempPathFactory, real_prepared: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the project's classifier, fully trained
 def test_classifier_reaches_99_percent_on_mnist(mnist_stage_dir: Path) -> None:
     scores = json.loads((mnist_stage_dir / "results" / "classifier" / "metrics.json").read_text())
     assert scores["accuracy"] >= 0.99
@@ -180,6 +181,7 @@ def blur(images: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the project's classifier, fully trained
 def test_metrics_rank_degraded_samples_on_mnist(mnist_stage_dir: Path, real_prepared: Path) -> None:
     """Real > blurred > one digit only > noise, by each metric where the ordering is meaningful.
 

@@ -11,16 +11,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import dvc, edit_params, make_repo, ran_stages
+from conftest import dvc, edit_params, make_repo, ran_stages, run_cmd, wgan_command
+from helpers import SMALL
 from PIL import Image
+
+from wgan.data.kept import list_kept
 
 pytestmark = pytest.mark.slow
 
 ALL_STAGES = {
     "params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "quality", "evaluate"
 }  # fmt: skip
-QUICK = {
-    "train": {"max_iterations": 120, "sample_interval": 40, "log_every": 20},
+SMALL_MODEL = {key: SMALL[key] for key in ("g_hidden", "d_hidden", "latent_dim")}
+QUICK = {  # small models, 60 iterations an epoch: 120 iterations, two kept generators for the quality stage
+    "train": {**SMALL_MODEL, "batch_size": 1000, "epochs": 2, "keep_every": 1, "sample_interval": 40, "log_every": 20},
     "gif": {"stride": 1},
     "latent_walk": {"n": 4, "steps": 8},
     "classifier": {"epochs": 1},
@@ -77,6 +81,20 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
     commit(repo, "quick pipeline")
 
 
+def test_quality_scores_every_kept_generator_and_picks_the_best(repo):
+    kept = dict(list_kept(repo / "models/kept"))
+    assert sorted(kept) == [1, 2]  # every epoch (keep_every 1), the end among them
+    curve = json.loads((repo / "results/quality/curve.json").read_text())
+    assert [point["epoch"] for point in curve] == [1, 2]  # one point per kept generator
+    best = min(curve, key=lambda point: point["fid"])
+    metrics = json.loads((repo / "results/quality/metrics.json").read_text())
+    assert metrics == {"best_epoch": best["epoch"], "best_fid": best["fid"]}
+    assert (repo / "models/best_generator.pt").read_bytes() == kept[best["epoch"]].read_bytes()
+    sample = run_cmd(repo, *wgan_command(), "sample", "--model", "models/best_generator.pt", "--n", "4")
+    assert "wrote digits.png" in sample.stdout
+    (repo / "digits.png").unlink()
+
+
 def test_second_repro_does_nothing(repo):
     assert ran_stages(dvc(repo, "repro").stdout) == set()
 
@@ -90,6 +108,8 @@ def test_metrics_show_lists_training_and_quality_numbers(repo):
     }  # fmt: skip
     assert "fid" in files["results/eval/metrics.json"]["data"]
     assert "critic_loss" in files["dvclive/metrics.json"]["data"]["train"]
+    quality = json.loads((repo / "results/quality/metrics.json").read_text())
+    assert files["results/quality/metrics.json"]["data"] == quality
 
 
 def test_exp_run_lr_reruns_train_and_downstream_only(repo):
@@ -120,17 +140,23 @@ def test_render_param_reruns_render_and_gif_only(repo):
         assert grid.size == (4 * 30 + 2, 4 * 30 + 2)
 
 
-@pytest.mark.parametrize(("key", "value"), [("n_critic", 3), ("clip_value", 0.02)])
-def test_train_params_rerun_train(repo, key, value):
-    edit_params(repo, train={key: value})
+def test_a_train_param_reruns_train_never_the_data_or_the_classifier(repo):
+    edit_params(repo, train={"clip_value": 0.02})  # a wgan-only key: DVC tracks the whole section
     ran = ran_stages(dvc(repo, "repro").stdout)
     assert "train" in ran
     assert not ran & {"download", "prepare", "classifier"}
 
 
 def test_evaluate_param_reruns_only_evaluate(repo):
-    edit_params(repo, evaluate={"n_samples": 800})
-    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "evaluate"}
+    edit_params(repo, evaluate={"n_samples": 800, "generator": "best"})
+    out = dvc(repo, "repro").stdout
+    assert ran_stages(out) == {"params", "evaluate"}
+    assert "samples of models/best_generator.pt" in out
+
+
+def test_classifier_param_reruns_the_scores_never_train(repo):
+    edit_params(repo, classifier={"seed": 1})
+    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "classifier", "quality", "evaluate"}
 
 
 def test_plots_show_renders_curves_and_images(repo, tmp_path):

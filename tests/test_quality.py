@@ -1,17 +1,15 @@
-"""Quality over training (#25): the kept generators, their resume, the quality stage and the best generator."""
+"""Quality over training (#25): the kept generators, their resume, the quality stage and the best generator
+(through the DVC CLI: tests/test_pipeline_full.py)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import dvc, edit_params, make_repo, ran_stages, run_cmd, run_stage_script, wgan_command
+from conftest import run_stage_script
 from helpers import (
-    SMALL,
     assert_same_state,
     kill_after_epochs,
     load_state,
@@ -95,50 +93,6 @@ def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, mon
     assert sorted(got) == sorted(full) == [3, 6, 8]
     for epoch in full:
         assert_same_state(load_state(full[epoch]), load_state(got[epoch]))
-
-
-# --- the pipeline with the real DVC CLI -------------------------------------------------------------------------
-
-QUICK = {  # real MNIST, small models, 60 iterations an epoch
-    "train": {**SMALL, "batch_size": 1000, "epochs": 5, "keep_every": 2, "log_every": 20, "sample_interval": 60},
-    "render": {"n_images": 8},
-    "classifier": {"epochs": 1},
-    "quality": {"n_samples": 500, "kid_subsets": 2, "kid_subset_size": 200},
-    "evaluate": {"n_samples": 500, "kid_subsets": 2, "kid_subset_size": 200},
-}
-STAGES = ("params", "train", "classifier", "quality", "evaluate")  # -s: one by one, skipping download and prepare
-
-
-@pytest.mark.slow
-def test_quality_stage_scores_every_kept_generator_and_picks_the_best(tmp_path: Path, real_prepared: Path) -> None:
-    repo = make_repo(tmp_path, QUICK)
-    shutil.copytree(real_prepared, repo / "data/prepared", dirs_exist_ok=True)
-    out = dvc(repo, "repro", "-s", *STAGES).stdout
-    assert ran_stages(out) == set(STAGES)
-    kept = _kept(repo)
-    assert sorted(kept) == [2, 4, 5]
-    curve = json.loads((repo / "results/quality/curve.json").read_text())
-    assert [point["epoch"] for point in curve] == [2, 4, 5]  # one point per kept generator
-    metrics = json.loads((repo / "results/quality/metrics.json").read_text())
-    best = min(curve, key=lambda point: point["fid"])
-    assert metrics == {"best_epoch": best["epoch"], "best_fid": best["fid"]}
-    assert (repo / "models/best_generator.pt").read_bytes() == kept[best["epoch"]].read_bytes()
-
-    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    workspace = next(row for row in shown if row["rev"] == "workspace")
-    assert workspace["data"]["metrics"]["results/quality/metrics.json"]["data"] == metrics
-
-    sample = run_cmd(repo, *wgan_command(), "sample", "--model", "models/best_generator.pt", "--n", "4")
-    assert "wrote digits.png" in sample.stdout
-
-    edit_params(repo, classifier={"seed": 1})
-    out = dvc(repo, "repro", "-s", *STAGES).stdout
-    assert ran_stages(out) == {"params", "classifier", "quality", "evaluate"}  # never train
-
-    edit_params(repo, evaluate={"generator": "best"})
-    out = dvc(repo, "repro", "-s", *STAGES).stdout
-    assert ran_stages(out) == {"params", "evaluate"}
-    assert "samples of models/best_generator.pt" in out
 
 
 def test_quality_stage_without_kept_generators_is_one_line_and_exit_2(tmp_path: Path) -> None:
