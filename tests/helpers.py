@@ -20,9 +20,11 @@ import yaml
 from conftest import REPO
 
 from wgan.config import TrainConfig, parse_section
+from wgan.data.kept import list_kept
 from wgan.data.prepared import save_prepared
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import build_models
+from wgan.paths import KEPT
 from wgan.training.loop import train
 from wgan.training.step import WGANStep
 
@@ -110,3 +112,8 @@ def kill_after_epochs(root: Path, epochs: int, timeout_s: float = 240) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+
+
+def kept_generators(root: Path) -> dict[int, Path]:
+    """The generators a run under ``root`` kept (``train.keep_every``), by epoch."""
+    return dict(list_kept(root / KEPT))

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import dvc, edit_params, make_repo, ran_stages, run_cmd, wgan_command
-from helpers import SMALL
+from helpers import SMALL, kept_generators
 from PIL import Image
-
-from wgan.data.kept import list_kept
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +80,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
 
 
 def test_quality_scores_every_kept_generator_and_picks_the_best(repo):
-    kept = dict(list_kept(repo / "models/kept"))
+    kept = kept_generators(repo)
     assert sorted(kept) == [1, 2]  # every epoch (keep_every 1), the end among them
     curve = json.loads((repo / "results/quality/curve.json").read_text())
     assert [point["epoch"] for point in curve] == [1, 2]  # one point per kept generator

@@ -11,6 +11,7 @@ import yaml
 from conftest import run_stage_script
 from helpers import (
     assert_same_state,
+    kept_generators,
     kill_after_epochs,
     load_state,
     make_project,
@@ -19,14 +20,9 @@ from helpers import (
     start_stage,
 )
 
-from wgan.data.kept import list_kept
 from wgan.errors import UserError
 from wgan.fileio import file_sha256
 from wgan.training.keep import sync_kept
-
-
-def _kept(root: Path) -> dict[int, Path]:
-    return dict(list_kept(root / "models/kept"))
 
 
 def test_kept_epochs_and_weights_bit_identical_with_keeping_on_and_off(
@@ -35,28 +31,30 @@ def test_kept_epochs_and_weights_bit_identical_with_keeping_on_and_off(
     params = {"epochs": 5, "ema_decay": 0.9}  # the averaged generator: keeping recomputes its BatchNorm statistics
     often = run_train(make_project(tmp_path / "often"), monkeypatch, small_cfg(keep_every=2, **params))
     seldom = run_train(make_project(tmp_path / "seldom"), monkeypatch, small_cfg(keep_every=5, **params))
-    assert sorted(_kept(tmp_path / "often")) == [2, 4, 5]  # every 2nd epoch, and the end
-    assert sorted(_kept(tmp_path / "seldom")) == [5]
+    assert sorted(kept_generators(tmp_path / "often")) == [2, 4, 5]  # every 2nd epoch, and the end
+    assert sorted(kept_generators(tmp_path / "seldom")) == [5]
     for a, b in ((often.generator, seldom.generator), (often.critic, seldom.critic)):
         assert_same_state(a.state_dict(), b.state_dict())
     assert torch.equal(often.samples.to_payload()["images"], seldom.samples.to_payload()["images"])
     # the end kept is the sampling (averaged) generator, the one models/generator.pt gets
-    assert_same_state(load_state(_kept(tmp_path / "often")[5]), often.generator.state_dict())
-    assert_same_state(load_state(_kept(tmp_path / "often")[5]), load_state(_kept(tmp_path / "seldom")[5]))
+    assert_same_state(load_state(kept_generators(tmp_path / "often")[5]), often.generator.state_dict())
+    assert_same_state(
+        load_state(kept_generators(tmp_path / "often")[5]), load_state(kept_generators(tmp_path / "seldom")[5])
+    )
 
 
 def test_a_run_cut_short_keeps_its_end_in_the_epoch_it_stopped_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_train(make_project(tmp_path), monkeypatch, small_cfg(max_iterations=15, keep_every=1))  # 10 an epoch
-    assert sorted(_kept(tmp_path)) == [1, 2]
+    assert sorted(kept_generators(tmp_path)) == [1, 2]
 
 
 def test_a_fresh_run_removes_an_older_runs_kept_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_project(tmp_path)
     run_train(root, monkeypatch, small_cfg(epochs=4, keep_every=1))
     run_train(root, monkeypatch, small_cfg(epochs=2, keep_every=1))  # other params: trains from scratch
-    assert sorted(_kept(root)) == [1, 2]
+    assert sorted(kept_generators(root)) == [1, 2]
 
 
 def test_resume_refuses_a_listed_file_that_changed(tmp_path: Path) -> None:
@@ -76,7 +74,7 @@ def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, mon
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25, "keep_every": 3}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
     kill_after_epochs(killed, 4)
-    assert 3 in _kept(killed)
+    assert 3 in kept_generators(killed)
     (killed / "models/kept/epoch_0006.pt").write_bytes(b"a file the checkpoint does not list")
     resumed = start_stage(killed)
     out, _ = resumed.communicate(timeout=300)
@@ -89,7 +87,7 @@ def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, mon
         run_train(make_project(tmp_path / "full", n_train=512, **params), monkeypatch, small_cfg(**params))
     finally:
         torch.set_num_threads(threads)
-    full, got = _kept(tmp_path / "full"), _kept(killed)
+    full, got = kept_generators(tmp_path / "full"), kept_generators(killed)
     assert sorted(got) == sorted(full) == [3, 6, 8]
     for epoch in full:
         assert_same_state(load_state(full[epoch]), load_state(got[epoch]))
