@@ -5,8 +5,9 @@
     ``Image.fromarray`` + ToTensor + Normalize per sample); a shuffling DataLoader with 2 workers; ``.detach()``ed
     fakes; two critic forwards; a per-parameter clamp loop; the loss formatted (a host sync) every generator step.
     Only the tutorial's generator-loss bug is fixed: its gradients flow through D into G.
-(b) this project: ``training.batches.epoch_batches`` + ``training.step.WGANStep``, i.e. the real training code, once per
-    precision asked for (``train.precision`` fp32 and bf16 by default).
+(b) this project: ``training.batches.epoch_batches`` + the step ``training.cuda_graphs.make_step`` gives the train stage
+    (``WGANStep``; on CUDA its graphed form where that works), i.e. the real training code, once per precision asked
+    for (``train.precision`` fp32 and bf16 by default).
 
 Same models (the train section of params.yaml), batch size, device and thread count. Rounds alternate the order
 of the loops (a, b, c, then c, b, a, ...) after one untimed warm-up round of each, so drift in machine load hits
@@ -43,7 +44,7 @@ from wgan.device import choose_device
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import build_models
 from wgan.training.batches import derive_seed, epoch_batches
-from wgan.training.step import WGANStep
+from wgan.training.cuda_graphs import make_step
 
 RAW_ROOT = Path("data/raw")
 PREPARED = Path("data/prepared/train.pt")
@@ -113,16 +114,17 @@ class TutorialLoop:
 
 
 class ProjectLoop:
-    """This project's training: on-device batches by index and ``WGANStep``, metrics read every log_every."""
+    """This project's training: on-device batches by index and the train stage's step, metrics read every log_every."""
 
     def __init__(self, cfg: TrainConfig, images: torch.Tensor, device: torch.device) -> None:
         self.cfg = cfg
         generator, critic = build_models(cfg, device)
         self.images = images.to(device)
         self.shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
-        self.step = WGANStep(
-            cfg, generator, critic, torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
-        )
+        # the step the train stage takes: CUDA graphs where they work (GraphedStep), else eager (WGANStep)
+        noise = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
+        planned = cfg.epochs * (len(images) // cfg.batch_size)  # train.lr_decay's horizon, as in the train stage
+        self.step = make_step(cfg, generator, critic, noise, planned_iterations=planned)
         self.batches = epoch_batches(self.images, cfg.batch_size, self.shuffle)
         self.iteration = 0
 

@@ -49,7 +49,8 @@ def losses_per_step(
 ) -> torch.Tensor:
     """[steps, 2]: each iteration's critic loss and generator loss (NaN where no generator step ran)."""
     generator, critic = build_models(cfg, device)
-    step = make_step(cfg, generator, critic, noise, graphs=graphs)
+    planned = cfg.epochs * (MNIST_TRAIN_SIZE // cfg.batch_size)  # train.lr_decay's horizon, as in the train stage
+    step = make_step(cfg, generator, critic, noise, graphs=graphs, planned_iterations=planned)
     rows = []
     for i, real in enumerate(batches):
         step(real.to(device), i)
@@ -120,10 +121,12 @@ def timing_table(
     }
     for precision in precisions:
         loops[f"project {precision}"] = ProjectLoop(dataclasses.replace(cfg, precision=precision), images, device)
+    steps = sorted({type(loop.step).__name__ for loop in loops.values() if isinstance(loop, ProjectLoop)})
     times = interleaved(loops, rounds, iters, device)
     del loops
     per_run = cfg.epochs * (MNIST_TRAIN_SIZE // cfg.batch_size)
     rows = report(times)
+    rows.append(f"project loops: {', '.join(steps)} (the train stage's step for this train section on {device})")
     rows.append("")
     rows.append(f"projected {cfg.epochs} epochs ({per_run} iterations), from the median ms/it:")
     rows += [f"  {name}: {per_run * statistics.median(t) / 1000 / 60:.1f} min" for name, t in times.items()]
