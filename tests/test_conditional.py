@@ -234,7 +234,7 @@ def _weights(code: Path, root: Path) -> dict[str, dict[str, torch.Tensor]]:
 def test_unconditional_weights_are_bit_identical_to_the_code_before_this_model(tmp_path: Path) -> None:
     """Both losses, trained by this code and by the code of BEFORE_CONDITIONAL (read from git), same params.
 
-    Options added since (``train.critic_lr``, ``train.lr_decay``) are at their defaults here: they must change nothing.
+    Options added since (``train.critic_lr``) are at their defaults here: they must change nothing.
     """
     archive = subprocess.run(
         ["git", "archive", "--format=tar", BEFORE_CONDITIONAL, "src"], cwd=REPO, capture_output=True

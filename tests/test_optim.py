@@ -11,7 +11,7 @@ import torch
 from wgan.config import parse_section
 from wgan.models.networks import build_models
 from wgan.progress import divergence_fix
-from wgan.training.optim import FusedRMSprop, linear_decay, make_optimizer
+from wgan.training.optim import FusedRMSprop, make_optimizer
 from wgan.training.step import WGANStep
 
 SHAPES = [(64, 49), (64,), (1, 64), (1,)]
@@ -114,38 +114,6 @@ def test_the_critic_trains_at_critic_lr_and_the_generator_at_lr(critic_lr: float
     step = WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0))
     assert [g["lr"] for g in step.opt_g.param_groups] == [1e-4]
     assert [g["lr"] for g in step.opt_d.param_groups] == [expected]
-
-
-def test_linear_decay_runs_from_the_full_rates_to_zero_at_the_planned_end() -> None:
-    assert [linear_decay(i, 4) for i in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
-
-
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
-def test_lr_decay_sets_each_optimizer_s_rate_from_the_iteration(optimizer: str) -> None:
-    """Both optimizers step at their base rate times ``1 - iteration / planned`` (``train.lr_decay: linear``),
-    and a step without the decay keeps the base rates and the weights of a step with it at iteration 0."""
-    section = {"lr": 1e-4, "critic_lr": 3e-4, "optimizer": optimizer, "lr_decay": "linear"}
-    cfg = parse_section("train", {**section, "batch_size": 8, "n_critic": 1})
-    step = WGANStep(
-        cfg, *build_models(cfg, torch.device("cpu")), torch.Generator().manual_seed(0), planned_iterations=8
-    )
-    real = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    rates = []
-    for i in range(3):
-        step(real, i)
-        rates.append((step.opt_g.param_groups[0]["lr"], step.opt_d.param_groups[0]["lr"]))
-    assert rates == [(1e-4, 3e-4), (1e-4 * 7 / 8, 3e-4 * 7 / 8), (1e-4 * 6 / 8, 3e-4 * 6 / 8)]
-
-    once = {}
-    for decay in ("none", "linear"):
-        cfg = parse_section("train", {**section, "lr_decay": decay, "batch_size": 8, "n_critic": 1})
-        generator, critic = build_models(cfg, torch.device("cpu"))
-        WGANStep(cfg, generator, critic, torch.Generator().manual_seed(0), planned_iterations=8)(real, 0)
-        once[decay] = generator.state_dict()
-    for name, tensor in once["none"].items():
-        assert torch.equal(tensor, once["linear"][name]), name
-    with pytest.raises(ValueError, match="planned_iterations"):
-        WGANStep(cfg, *build_models(cfg, torch.device("cpu")), torch.Generator())
 
 
 def test_a_diverged_run_is_told_to_lower_both_rates_when_the_critic_has_its_own() -> None:

@@ -325,15 +325,14 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "extra"),
+    ("sig", "code", "ema"),
     [
         (signal.SIGINT, 130, {}),
         (signal.SIGTERM, 143, {}),
         (signal.SIGTERM, 143, {"ema_decay": 0.9}),
         (signal.SIGTERM, 143, {"ema_decay": 0.9, "ema_start": 3}),  # resumed before the average starts
-        (signal.SIGTERM, 143, {"lr_decay": "linear"}),  # rates from the iteration alone
     ],
-    ids=["SIGINT", "SIGTERM", "SIGTERM-averaged-generator", "SIGTERM-averaging-starts-later", "SIGTERM-lr-decay"],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-averaged-generator", "SIGTERM-averaging-starts-later"],
 )
 def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     tmp_path: Path,
@@ -343,9 +342,9 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     reference: Callable[..., tuple[Path, TrainResult]],
     sig: signal.Signals,
     code: int,
-    extra: dict[str, Any],
+    ema: dict[str, float],
 ) -> None:
-    run = RUN | extra  # averaged: generator.pt is the average
+    run = RUN | ema  # averaged: generator.pt is the average
     root = make_project(tmp_path, n_train=N_TRAIN, **run)
     at = 2 * PER_EPOCH + 6  # mid-epoch: the checkpoint must hold the position inside the epoch
     env = _fault_env(hook_dir, WGAN_FAULT="signal", WGAN_FAULT_AT=str(at), WGAN_FAULT_SIGNAL=sig.name)
@@ -358,7 +357,7 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     )
     ckpt = _checkpoint(root)
     assert ckpt["iteration"] == at and not ckpt["finished"]
-    assert ("ema" in ckpt["step"]) == ("ema_decay" in extra)
+    assert ("ema" in ckpt["step"]) == bool(ema)
     _no_outputs(root)
 
     out = _run_stage_here(root, monkeypatch, capsys)

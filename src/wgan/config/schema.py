@@ -87,7 +87,6 @@ class TrainConfig:
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"
     lr: Number = _num(5.0e-5, gt=0.0, le=1.0)
     critic_lr: Number = _num(0.0, ge=0.0, le=1.0)  # the critic's own lr (two time-scale); 0 = lr
-    lr_decay: Literal["none", "linear"] = "none"  # linear: both rates fall to 0 over train.epochs (wgan.training.optim)
     betas: Betas = (0.5, 0.9)
     n_critic: Int = _int(5, ge=1)
     clip_value: Number = _num(0.01, gt=0.0)

@@ -136,23 +136,20 @@ def make_step(
     graphs: bool | None = None,
     world: World = ALONE,
     ema_start_iteration: int = 0,
-    planned_iterations: int = 0,
 ) -> WGANStep:
     """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
 
     Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph), no double
-    backward (loss ``wgan``), no labels (not conditional), one process (the gradient all-reduce is not
-    recorded) and constant rates (a recorded optimizer step keeps its float rate: no ``train.lr_decay``);
-    ``graphs=True`` where that does not hold is an error, ``False`` opts out.
+    backward (loss ``wgan``), no labels (not conditional) and one process (the gradient all-reduce is not
+    recorded); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
     """
     device = next(generator.parameters()).device
     can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan" and not cfg.conditional
-    can_graph = can_graph and world.world_size == 1 and cfg.lr_decay == "none"
+    can_graph = can_graph and world.world_size == 1
     if graphs and not can_graph:
         raise ValueError(
-            "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional, one process and "
-            "no lr_decay"
+            "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
         )
     if not (can_graph if graphs is None else graphs):
-        return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration, planned_iterations)
+        return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration)
     return GraphedStep(cfg, generator, critic, noise, ema_start_iteration)

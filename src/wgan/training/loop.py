@@ -118,15 +118,7 @@ class Run:
         if world.world_size > 1:
             use_global_batchnorm(generator, world.world_size)  # the global batch's statistics on every rank
         ema_start_iteration = cfg.ema_start * self.per_epoch  # train.ema_start counts epochs
-        step = make_step(
-            cfg,
-            generator,
-            critic,
-            noise,
-            world=world,
-            ema_start_iteration=ema_start_iteration,
-            planned_iterations=cfg.epochs * self.per_epoch,
-        )
+        step = make_step(cfg, generator, critic, noise, world=world, ema_start_iteration=ema_start_iteration)
         self.fixed = fixed_inputs(cfg, test_split, device)
         self.images = train_split.images.to(device)
         self.labels = train_split.labels.to(device) if cfg.conditional else None

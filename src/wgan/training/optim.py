@@ -89,22 +89,6 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[Any], device: torch.device
     return torch.optim.RMSprop(params, lr=lr)
 
 
-def linear_decay(iteration: int, horizon: int) -> float:
-    """``train.lr_decay: linear``: the share of the base rates for 0-based ``iteration`` of a run planned at
-    ``horizon`` iterations, 1 at the first and 1 / horizon at the last, so the rates reach 0 where the run ends.
-
-    The WGAN-GP paper's CIFAR-10 models decay this way (Gulrajani et al. 2017); it anneals the noise of the last
-    steps, which a constant rate keeps to the end. A function of the iteration alone, so a resumed run (any
-    process count) gets the rates of an uninterrupted one with nothing in the checkpoint.
-    """
-    return max(1.0 - iteration / horizon, 0.0)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
-
-
 def critic_lr(cfg: TrainConfig) -> float:
     """The critic's learning rate: ``train.critic_lr``, or ``train.lr`` when it is 0 (one time-scale).
 

@@ -62,10 +62,8 @@ class WGANStep:
         noise: torch.Generator,
         world: World = ALONE,
         ema_start_iteration: int = 0,
-        planned_iterations: int = 0,
     ) -> None:
-        """``ema_start_iteration``: the iteration at which the average starts moving (``train.ema_start``);
-        ``planned_iterations``: the run's length (``train.epochs``), over which ``train.lr_decay`` lowers the rates."""
+        """``ema_start_iteration``: the iteration at which the average starts moving (``train.ema_start``)."""
         self.cfg = cfg
         self.world = (
             world  # this process's share of each batch, and the gradient all-reduce (wgan.training.distributed)
@@ -77,10 +75,6 @@ class WGANStep:
         self.critic_params = list(critic.parameters())
         self.opt_g = optim.make_optimizer(cfg, generator.parameters(), self.device, cfg.lr)
         self.opt_d = optim.make_optimizer(cfg, self.critic_params, self.device, optim.critic_lr(cfg))
-        # 0: constant rates; else the horizon of the linear decay (a max_iterations stop cuts it short, unchanged)
-        self.decay_over = planned_iterations if cfg.lr_decay == "linear" else 0
-        if cfg.lr_decay == "linear" and planned_iterations < 1:
-            raise ValueError("train.lr_decay linear needs the run's planned_iterations")
         self.ema = make_average(generator, cfg.ema_decay, cfg.seed, ema_start_iteration)  # the average, or None
         self.gp = cfg.loss == "wgan-gp"
         self.conditional = cfg.conditional
@@ -105,10 +99,6 @@ class WGANStep:
     def __call__(self, real: torch.Tensor, iteration: int, labels: torch.Tensor | None = None) -> None:
         """Train on one batch of real images (and their digits, in a conditional run); ``iteration`` is the
         0-based global iteration number."""
-        if self.decay_over:
-            share = optim.linear_decay(iteration, self.decay_over)
-            optim.set_lr(self.opt_g, self.cfg.lr * share)
-            optim.set_lr(self.opt_d, optim.critic_lr(self.cfg) * share)
         self.critic_step(real, labels)
         if iteration % self.cfg.n_critic == 0:
             self.generator_step(real.shape[0], iteration)
