@@ -122,9 +122,9 @@ class ProjectLoop:
         self.images = images.to(device)
         self.shuffle = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "shuffle"))
         # the step the train stage takes: CUDA graphs where they work (GraphedStep), else eager (WGANStep)
-        noise = torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
-        planned = cfg.epochs * (len(images) // cfg.batch_size)  # train.lr_decay's horizon, as in the train stage
-        self.step = make_step(cfg, generator, critic, noise, planned_iterations=planned)
+        self.step = make_step(
+            cfg, generator, critic, torch.Generator(device).manual_seed(derive_seed(cfg.seed, "noise"))
+        )
         self.batches = epoch_batches(self.images, cfg.batch_size, self.shuffle)
         self.iteration = 0
 

@@ -49,8 +49,7 @@ def losses_per_step(
 ) -> torch.Tensor:
     """[steps, 2]: each iteration's critic loss and generator loss (NaN where no generator step ran)."""
     generator, critic = build_models(cfg, device)
-    planned = cfg.epochs * (MNIST_TRAIN_SIZE // cfg.batch_size)  # train.lr_decay's horizon, as in the train stage
-    step = make_step(cfg, generator, critic, noise, graphs=graphs, planned_iterations=planned)
+    step = make_step(cfg, generator, critic, noise, graphs=graphs)
     rows = []
     for i, real in enumerate(batches):
         step(real.to(device), i)
