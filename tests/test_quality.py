@@ -31,16 +31,15 @@ def test_kept_epochs_and_weights_bit_identical_with_keeping_on_and_off(
     params = {"epochs": 5, "ema_decay": 0.9}  # the averaged generator: keeping recomputes its BatchNorm statistics
     often = run_train(make_project(tmp_path / "often"), monkeypatch, small_cfg(keep_every=2, **params))
     seldom = run_train(make_project(tmp_path / "seldom"), monkeypatch, small_cfg(keep_every=5, **params))
-    assert sorted(kept_generators(tmp_path / "often")) == [2, 4, 5]  # every 2nd epoch, and the end
-    assert sorted(kept_generators(tmp_path / "seldom")) == [5]
+    often_kept, seldom_kept = kept_generators(tmp_path / "often"), kept_generators(tmp_path / "seldom")
+    assert sorted(often_kept) == [2, 4, 5]  # every 2nd epoch, and the end
+    assert sorted(seldom_kept) == [5]
     for a, b in ((often.generator, seldom.generator), (often.critic, seldom.critic)):
         assert_same_state(a.state_dict(), b.state_dict())
     assert torch.equal(often.samples.to_payload()["images"], seldom.samples.to_payload()["images"])
     # the end kept is the sampling (averaged) generator, the one models/generator.pt gets
-    assert_same_state(load_state(kept_generators(tmp_path / "often")[5]), often.generator.state_dict())
-    assert_same_state(
-        load_state(kept_generators(tmp_path / "often")[5]), load_state(kept_generators(tmp_path / "seldom")[5])
-    )
+    assert_same_state(load_state(often_kept[5]), often.generator.state_dict())
+    assert_same_state(load_state(often_kept[5]), load_state(seldom_kept[5]))
 
 
 def test_a_run_cut_short_keeps_its_end_in_the_epoch_it_stopped_in(
