@@ -99,6 +99,20 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+@pytest.fixture(autouse=True)
+def _quick_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `make test-quick` (WGAN_TEST_TIER=quick) a test that starts a process fails, naming its missing mark:
+    the quick tier stays in-process and sub-minute without anyone keeping a list."""
+    if os.environ.get("WGAN_TEST_TIER") != "quick" or request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow (tests tiers)")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+
+
 @pytest.fixture(scope="session")
 def real_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with real, verified MNIST prepared as train.pt and test.pt (mean 0.5, std 0.5).

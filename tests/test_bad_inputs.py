@@ -29,6 +29,8 @@ from wgan.download.pypi import PYPI_PICKLE_MEMBER, encode_idx
 from wgan.evaluation.classifier import Classifier
 from wgan.models.networks import Critic, Generator
 
+pytestmark = pytest.mark.slow  # every test here starts a stage or torchrun
+
 FAULTS = Path(__file__).parent / "fault_injection"
 SENTINEL = b"previous output, must survive a failed run\n"
 RAW_FILES = Path("data/raw/MNIST/raw")  # where the download stage puts the four files and prepare reads them

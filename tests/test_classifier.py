@@ -106,6 +106,7 @@ def write_toy_splits(root: Path, n_train: int, n_test: int) -> None:
         save_prepared(root / "data" / "prepared" / f"{name}.pt", to_uint8(images, 0.5, 0.5), labels, 0.5, 0.5)
 
 
+@pytest.mark.slow
 def test_classifier_stage_end_to_end(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=300, n_test=100)
     (tmp_path / "params.yaml").write_text("classifier:\n  epochs: 1\n  batch_size: 32\n  lr: 0.003\n  seed: 0\n")

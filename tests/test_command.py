@@ -67,6 +67,7 @@ def test_the_console_script_is_declared_and_installed() -> None:
     assert (BIN / "wgan").is_file()  # so the tests below run the real script
 
 
+@pytest.mark.slow
 def test_sample_grid_and_one_png_each(model: Path, tmp_path: Path) -> None:
     done = wgan(
         "sample", "--model", str(model), "--n", "10", "--nrow", "4", "--scale", "3", "--out", "d.png", cwd=tmp_path
@@ -102,6 +103,7 @@ def test_the_generator_runs_in_eval_mode(model: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(batch, single)  # BatchNorm in train mode would mix the batch
 
 
+@pytest.mark.slow
 def test_interpolate_gif_frames_loop_and_points(model: Path, tmp_path: Path) -> None:
     args = ("--model", str(model), "--n", "3", "--steps", "12", "--points", "3", "--seed", "7", "--nrow", "3")
     done = wgan("interpolate", *args, "--duration-ms", "60", "--out", "w.gif", cwd=tmp_path)
@@ -120,6 +122,7 @@ def test_interpolate_gif_frames_loop_and_points(model: Path, tmp_path: Path) -> 
         assert np.abs(walk[frame].astype(int) - expected.astype(int)).max() <= 1  # other batch: float rounding
 
 
+@pytest.mark.slow
 def test_latent_walk_stage_writes_the_gif(model: Path, tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "generator.pt").write_bytes(model.read_bytes())
@@ -178,6 +181,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "critic.pt", "junk.pt"]  # nothing written
 
 
+@pytest.mark.slow
 def test_the_script_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     done = wgan("sample", cwd=tmp_path)
     assert done.returncode == 2
@@ -214,6 +218,7 @@ def test_sample_digit_draws_that_digit_from_a_conditional_generator(conditional_
     np.testing.assert_array_equal(read_png(tmp_path / "all.png"), make_grid(cycled, 12, 2, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("which", "digit", "message"),
     [

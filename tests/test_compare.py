@@ -111,6 +111,7 @@ def scipy_ci(values: list[float]) -> tuple[float, float]:
     return mean, (high - low) / 2
 
 
+@pytest.mark.slow
 def test_groups_counts_means_ci_and_welch_match_scipy(sweep: Path) -> None:
     result = compare_experiments(str(sweep))
     assert result.differing == ["train.lr"]  # train.max_iterations is the same everywhere
@@ -140,6 +141,7 @@ def test_groups_counts_means_ci_and_welch_match_scipy(sweep: Path) -> None:
     assert result.noise_peers("B", "recall") == ["A"]
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_table(sweep: Path) -> None:
     out = wgan(sweep, "compare", "--metric", "fid", "--metric", "precision").stdout
     rows = {line.split()[0]: line for line in out.split("\n\n")[0].splitlines()[2:]}  # the table: header, rule, rows
@@ -160,6 +162,7 @@ def test_the_command_prints_the_table(sweep: Path) -> None:
     assert set(md[1]) <= {"|", "-", ":"}
 
 
+@pytest.mark.slow
 def test_no_experiments_is_one_line_and_exit_2(sweep_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     err = sweep_run[1].stderr
     assert sweep_run[1].returncode == 2
@@ -178,6 +181,7 @@ def test_unknown_metric_and_no_project_are_one_line(sweep: Path, tmp_path: Path,
         assert exit_info.value.code == 2 and err.count("\n") == 1 and expect in err, err
 
 
+@pytest.mark.slow
 def test_num_takes_in_the_experiments_of_earlier_commits(tmp_path: Path) -> None:
     """A new commit (new code, say) starts a new baseline: its experiments alone by default, both with --num 2."""
     repo = _project(tmp_path)

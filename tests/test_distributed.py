@@ -32,6 +32,8 @@ from wgan.models.networks import Generator
 from wgan.training.live import M_HELDOUT
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
+pytestmark = pytest.mark.slow  # every test here starts a stage or torchrun
+
 TOL = 1e-4  # N processes differ from one only in the order of float sums
 GP = {"loss": "wgan-gp", "optimizer": "adam", "lr": 1e-3}  # larger steps than the defaults: a sharper test
 

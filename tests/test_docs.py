@@ -119,6 +119,7 @@ def test_the_module_map_names_every_module_of_the_library() -> None:
     assert mapped == modules, f"docs/architecture.md's module map: missing {modules - mapped}, stale {mapped - modules}"
 
 
+@pytest.mark.slow
 def test_the_stage_graph_shown_is_what_dvc_dag_prints() -> None:
     """The README and the pipeline page show `dvc dag --mermaid`, not a drawing: a new stage or dep shows up."""
     graph = dvc(REPO, "dag", "--mermaid").stdout.strip()

@@ -117,6 +117,7 @@ def test_sizes_too_large_for_the_sets_are_user_errors(tmp_path: Path, overrides:
         evaluate(tiny_generator(), tiny_classifier(), real, dataclasses.replace(SMALL, **overrides))
 
 
+@pytest.mark.slow
 def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
     save_model(tiny_generator(), tmp_path / "models" / "generator.pt")

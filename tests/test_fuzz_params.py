@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import REPO
 from fuzzing import fuzz, time_limit
@@ -124,6 +125,7 @@ def run_params_stage(text: str, ws: Path) -> tuple[int, str]:
     return code, err.getvalue()
 
 
+@pytest.mark.slow
 @fuzz(300)
 @given(st.lists(mutations, min_size=1, max_size=3))
 def test_any_edit_of_params_passes_or_fails_in_one_line(edits: list[tuple]):
@@ -152,6 +154,7 @@ def _check_outcome(code: int, err: str, ws: Path, names: set[str]) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @fuzz(8)
 @given(st.lists(mutations, min_size=1, max_size=2))
 def test_the_stage_command_itself(edits: list[tuple]):

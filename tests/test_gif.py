@@ -90,6 +90,7 @@ def test_grids_of_different_sizes_are_a_user_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out.gif").exists()
 
 
+@pytest.mark.slow
 def test_stage_writes_the_gif(tmp_path: Path) -> None:
     grids = write_grids(tmp_path / "results" / "samples", 4)
     done = run_stage(tmp_path, "  duration_ms: 50\n  stride: 2\n  final_hold_ms: 700\n")
@@ -100,6 +101,7 @@ def test_stage_writes_the_gif(tmp_path: Path) -> None:
     np.testing.assert_array_equal(frames[-1], grids[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["no_grids", "corrupt_grid"])
 def test_stage_errors_are_one_line_and_keep_the_old_gif(tmp_path: Path, problem: str) -> None:
     folder = tmp_path / "results" / "samples"

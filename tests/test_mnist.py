@@ -294,6 +294,7 @@ mnist.install_raw(small_files(seed=1), Path(sys.argv[2]))
 """
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_point_of_install_raw_leaves_the_old_or_the_new_folder(tmp_path):
     """After every filesystem step that install_raw takes, kill it: data/raw is always one complete version."""
     raw = tmp_path / "raw"

@@ -34,6 +34,7 @@ def test_params_stage_tracks_every_section_a_stage_tracks_and_nothing_else():
     assert {"stages/params.py", "src/wgan/config"} <= set(PIPELINE["params"]["deps"])
 
 
+@pytest.mark.slow
 def test_valid_params_write_the_same_marker_whatever_their_values(tmp_path: Path):
     edit_params(tmp_path, REPO)
     assert run_stage_script("params", tmp_path).returncode == 0
@@ -43,6 +44,7 @@ def test_valid_params_write_the_same_marker_whatever_their_values(tmp_path: Path
     assert (tmp_path / MARKER).read_bytes() == first  # so no downstream stage sees a changed dependency
 
 
+@pytest.mark.slow
 def test_bad_params_fail_in_one_line_and_leave_the_marker(tmp_path: Path):
     edit_params(tmp_path, REPO)
     run_stage_script("params", tmp_path)

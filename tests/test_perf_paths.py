@@ -127,6 +127,7 @@ def test_bench_report_gives_speed_ups(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows[3] == "| project fp32 | 5.00 | 6.00 | 4.00x | 3.67x |"
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_on_the_cpu_and_reports_a_match(tmp_path: Path) -> None:
     params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": {**SMALL, "epochs": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

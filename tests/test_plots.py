@@ -99,6 +99,7 @@ def test_the_template_inlines_the_versions_dvc_loads() -> None:
     assert "{plot_divs}" in text and "{scripts}" not in text  # DVC's charts go in; its CDN tags stay out
 
 
+@pytest.mark.slow
 def test_plots_show_page_loads_no_script_from_the_network(repo: Path, tmp_path: Path) -> None:
     assert dvc(repo, "config", "plots.html_template").stdout.strip() == "plots/offline.html"
     dvc(repo, "plots", "show", "-o", str(tmp_path / "page"))
@@ -118,6 +119,7 @@ def colored_pixels(png: Path | bytes) -> int:
     return int((rgb.max(-1) - rgb.min(-1) > 40).sum())
 
 
+@pytest.mark.slow
 def test_wgan_plots_renders_every_vega_plot_with_marks(repo: Path, tmp_path: Path) -> None:
     out = repo / "results" / "plots"
     done = subprocess.run(
@@ -139,6 +141,7 @@ def test_wgan_plots_renders_every_vega_plot_with_marks(repo: Path, tmp_path: Pat
         assert colored_pixels(png) > colored_pixels(tmp_path / "empty.png") + MARK_PIXELS, plot_id
 
 
+@pytest.mark.slow
 def test_wgan_plots_errors_are_one_line(tmp_path: Path) -> None:
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -154,6 +157,7 @@ def test_wgan_plots_errors_are_one_line(tmp_path: Path) -> None:
     assert done.stderr == "error: no plot of . has data yet; run `dvc repro` first\n"
 
 
+@pytest.mark.slow
 def test_the_command_line_loads_neither_torch_nor_vl_convert() -> None:
     code = "import sys; from wgan.commands.main import build_parser; build_parser(); "
     code += "print(sorted({'torch', 'vl_convert'} & set(sys.modules)))"

@@ -69,6 +69,7 @@ def test_resume_refuses_a_listed_file_that_changed(tmp_path: Path) -> None:
         sync_kept(folder, kept, True, tmp_path / "checkpoint.pt", lambda _: None)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25, "keep_every": 3}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
@@ -92,6 +93,7 @@ def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, mon
         assert_same_state(load_state(full[epoch]), load_state(got[epoch]))
 
 
+@pytest.mark.slow
 def test_quality_stage_without_kept_generators_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"quality": {}}))
     proc = run_stage_script("quality", tmp_path)

@@ -324,6 +324,7 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
 # ----------------------------------------------------------------------------- SIGINT / SIGTERM / SIGKILL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code", "ema"),
     [
@@ -365,6 +366,7 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     _assert_same_run(reference(N_TRAIN, **run), root)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -396,6 +398,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
     _assert_same_run(reference(N_TRAIN, **RUN), root)
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_the_outputs_loses_no_training(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

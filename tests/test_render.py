@@ -183,6 +183,7 @@ def test_foreign_or_corrupt_samples_are_user_errors(tmp_path: Path, payload: obj
     assert "rerun `dvc repro train`" in str(info.value)
 
 
+@pytest.mark.slow
 def test_stage_renders_from_params(tmp_path: Path) -> None:
     write_samples(tmp_path / "models" / "samples.pt", snapshots=4, n_fixed=16)
     done = run_stage(tmp_path, "  nrow: 4\n  n_images: 16\n  padding: 1\n  scale: 1\n  caption: false\n")
@@ -192,6 +193,7 @@ def test_stage_renders_from_params(tmp_path: Path) -> None:
     assert len(grids) == 4 and read_png(grids[0]).shape == (117, 117)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [

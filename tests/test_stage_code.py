@@ -118,6 +118,7 @@ print(run_fingerprint(parse_section("train", {}), TrainPaths(), torch.device("cp
 """
 
 
+@pytest.mark.slow
 def test_the_checkpoint_fingerprint_hashes_exactly_the_train_stage_deps(tmp_path: Path) -> None:
     """A copy of the project, edited as a contributor would; the fingerprint is computed by that copy."""
     shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -161,6 +162,7 @@ def test_the_checkpoint_fingerprint_hashes_exactly_the_train_stage_deps(tmp_path
     assert code_hash() != before  # a new file in a dep folder is a code change too
 
 
+@pytest.mark.slow
 def test_editing_the_idx_reader_changes_prepare_and_what_follows_only(tmp_path: Path) -> None:
     """The real DVC CLI: with every stage's lock recorded, an edit to the function that turns data/raw into arrays
     leaves params and download unchanged and shows prepare changed, with only stages downstream of it; an edit to
