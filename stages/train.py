@@ -33,7 +33,7 @@ def main() -> None:
         sys.exit(launch.relaunch(__file__))
 
     def deliver(result: TrainResult) -> None:
-        save_model(result.generator, paths.generator)
+        save_model(result.generator, paths.generator, result.norm)  # how `wgan sample` maps it back to pixels
         save_model(result.critic, paths.critic)
         save_samples(result.samples, paths.samples)
         print(f"wrote {paths.generator}, {paths.critic}, {paths.samples} after {result.iterations} iterations")

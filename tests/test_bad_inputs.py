@@ -37,6 +37,7 @@ RAW_FILES = Path("data/raw/MNIST/raw")  # where the download stage puts the four
 
 # Each stage's command and one of its outputs that a failed run must leave untouched.
 STAGES = {
+    "params": ("stages/params.py", "data/params.ok"),
     "download": ("stages/download.py", "data/raw/MNIST/raw/train-images-idx3-ubyte"),
     "prepare": ("stages/prepare.py", "data/prepared/train.pt"),
     "train": ("stages/train.py", "models/generator.pt"),
@@ -54,6 +55,12 @@ STAGES = {
 def set_param(ws: Path, section: str, key: str, value: object) -> None:
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params[section][key] = value
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def drop_key(ws: Path, section: str, key: str) -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    del params[section][key]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -208,6 +215,20 @@ CASES = [
     Case("params-render-nrow", "render", lambda ws: set_param(ws, "render", "nrow", 0), "render.nrow"),
     Case("params-gif-duration", "gif", lambda ws: set_param(ws, "gif", "duration_ms", 0), "gif.duration_ms"),
     Case("params-not-yaml", "gif", lambda ws: (ws / "params.yaml").write_text("gif: [1,\n"), "not valid YAML"),
+    Case(  # a default in the code would decide the run while DVC tracks only params.yaml
+        "params-key-omitted",
+        "params",
+        lambda ws: drop_key(ws, "train", "n_critic"),
+        "train.n_critic is missing from params.yaml, so it would take its default 5 from the code, which DVC does not "
+        "track; add `n_critic: 5` to the train section; no stage ran and no output was removed",
+    ),
+    Case(
+        "params-normalization-unreachable",
+        "params",
+        lambda ws: (set_param(ws, "prepare", "mean", 0.1307), set_param(ws, "prepare", "std", 0.3081)),
+        "prepare.mean = 0.1307 and prepare.std = 0.3081 let the generator (tanh: mean ± std) draw only the pixels "
+        "[0, 0.439] of [0, 1]",
+    ),
     # data
     Case(
         "mnist-dir-missing",
@@ -279,8 +300,8 @@ CASES = [
     Case(
         "prepared-other-normalization",
         "train",
-        lambda ws: small_prepared(ws, std=0.25),
-        "prepared with std=0.25 but prepare.std is 0.5",
+        lambda ws: small_prepared(ws, std=1.0),
+        "prepared with std=1.0 but prepare.std is 0.5",
     ),
     # models
     Case("samples-missing", "render", lambda ws: None, "samples file models/samples.pt is missing"),
@@ -315,6 +336,12 @@ CASES = [
         "evaluate",
         lambda ws: (eval_inputs(ws), save_model(Critic(), ws / "models/generator.pt")),
         "is not a saved generator",
+    ),
+    Case(
+        "generator-normalization-damaged",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), _damaged_normalization(ws / "models/generator.pt")),
+        "models/generator.pt does not hold a valid generator (its pixel normalization is damaged)",
     ),
     Case(
         "generator-shapes-mismatch",
@@ -381,6 +408,11 @@ def _mismatched_generator(path: Path) -> None:
     raw = torch.load(path, weights_only=True)
     raw["kwargs"]["latent_dim"] = 100
     torch.save(raw, path)
+
+
+def _damaged_normalization(path: Path) -> None:
+    """A generator file whose recorded normalization has a std of 0 (no pixel mapping divides by it)."""
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), path, (0.5, 0.0))
 
 
 def _block_folder(path: Path) -> None:

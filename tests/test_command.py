@@ -22,8 +22,9 @@ from test_gif import read_gif
 from test_render import read_png
 
 from wgan.commands.main import main
-from wgan.data.model_file import load_model, save_model
-from wgan.images.generate import generate, pixel_norm, sample_pixels, walk_pixels
+from wgan.data.model_file import load_model, load_model_and_norm, save_model
+from wgan.errors import UserError
+from wgan.images.generate import generate, sample_pixels, walk_pixels
 from wgan.images.latent import keyframes
 from wgan.images.render import make_grid
 from wgan.models.conditional import ConditionalGenerator
@@ -31,13 +32,14 @@ from wgan.models.networks import Critic, Generator
 from wgan.models.sampling import draw_latents
 
 LATENT = 16
+NORM = (0.5, 0.5)  # the normalization the saved generators record: the default params'
 
 
 def _saved_generator(tmp_path_factory: pytest.TempPathFactory, cls: type) -> Path:
     """A small untrained generator of class ``cls``, saved as the train stage saves one."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "generator.pt"
-    save_model(cls(latent_dim=LATENT, hidden=(32, 64)), path)
+    save_model(cls(latent_dim=LATENT, hidden=(32, 64)), path, NORM)
     return path
 
 
@@ -75,7 +77,7 @@ def test_sample_grid_and_one_png_each(model: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     grid = read_png(tmp_path / "d.png")
     assert grid.shape == (3 * (3 * 30 + 2), 3 * (4 * 30 + 2))  # 10 images: 3 rows of 4, 28 px + 2 px padding
-    pixels = sample_pixels(load_model(model, Generator), 10, 0, pixel_norm())
+    pixels = sample_pixels(load_model(model, Generator), 10, 0, NORM)
     np.testing.assert_array_equal(grid, make_grid(pixels, 4, 2, 3))  # the render stage's grid code
 
     done = wgan("sample", "--model", str(model), "--n", "10", "--out", "each/", cwd=tmp_path)
@@ -112,20 +114,20 @@ def test_interpolate_gif_frames_loop_and_points(model: Path, tmp_path: Path) -> 
     assert len(frames) == 12 and durations == [60] * 12 and loop == 0
     assert frames[0].shape == (2 * (30 + 2), 2 * (3 * 30 + 2))
 
-    walk = walk_pixels(load_model(model, Generator), 3, 12, 3, 7, pixel_norm())
+    walk = walk_pixels(load_model(model, Generator), 3, 12, 3, 7, NORM)
     for frame, pixels in zip(frames, walk, strict=True):
         np.testing.assert_array_equal(frame, make_grid(pixels, 3, 2, 2))  # lossless, the render grid layout
     # each row passes through the generator's images of its own sampled points, in lockstep
     points = draw_latents((3, 3), LATENT, 7)
     for k, frame in enumerate(keyframes(12, 3)):
-        expected = generate(load_model(model, Generator), points[k], pixel_norm())
+        expected = generate(load_model(model, Generator), points[k], NORM)
         assert np.abs(walk[frame].astype(int) - expected.astype(int)).max() <= 1  # other batch: float rounding
 
 
 @pytest.mark.slow
 def test_latent_walk_stage_writes_the_gif(model: Path, tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "generator.pt").write_bytes(model.read_bytes())
+    save_model(load_model(model, Generator), tmp_path / "models" / "generator.pt", OTHER_NORM)
     params = "prepare: {mean: 0.5, std: 0.5}\nlatent_walk: {n: 4, steps: 8, points: 2, nrow: 2, scale: 1, seed: 1}\n"
     (tmp_path / "params.yaml").write_text(params)
     done = subprocess.run(
@@ -139,9 +141,78 @@ def test_latent_walk_stage_writes_the_gif(model: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "latent_walk: results/latent_walk.gif with 8 frames of 4 walks" in done.stdout
     frames, durations, _ = read_gif(tmp_path / "results" / "latent_walk.gif")
-    walk = walk_pixels(load_model(model, Generator), 4, 8, 2, 1, (0.5, 0.5))
-    assert durations == [80] * 8
+    walk = walk_pixels(load_model(model, Generator), 4, 8, 2, 1, OTHER_NORM)  # the file's, not params.yaml's
+    assert durations == [80] * 8 and done.stderr == ""
     np.testing.assert_array_equal(frames[5], make_grid(walk[5], 2, 2, 1))
+
+
+# --- the normalization a model file records ------------------------------------------------------------------------
+
+OTHER_NORM = (0.25, 0.75)  # a valid normalization other than params.yaml's 0.5/0.5: a generator trained with it
+
+
+def _small_generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(latent_dim=LATENT, hidden=(32, 64))
+
+
+def _old_format(generator: Generator, path: Path) -> None:
+    """A generator file as written before model files recorded the normalization: kind, kwargs and weights."""
+    torch.save({"kind": "generator", "kwargs": generator.init_kwargs(), "state_dict": generator.state_dict()}, path)
+
+
+def test_a_generator_file_records_its_normalization(tmp_path: Path) -> None:
+    save_model(_small_generator(), tmp_path / "g.pt", OTHER_NORM)
+    generator, norm = load_model_and_norm(tmp_path / "g.pt", Generator)
+    assert isinstance(generator, Generator) and norm == OTHER_NORM
+    save_model(Critic(hidden=(8,)), tmp_path / "c.pt")
+    assert load_model_and_norm(tmp_path / "c.pt", Critic)[1] is None  # a model whose output is not pixels: none
+    _old_format(_small_generator(), tmp_path / "old.pt")
+    assert load_model_and_norm(tmp_path / "old.pt", Generator)[1] is None
+    for damaged in ({"mean": 0.5, "std": 0.0}, {"mean": float("nan"), "std": 0.5}, {"mean": 0.5}, [0.5, 0.5]):
+        raw = torch.load(tmp_path / "g.pt", weights_only=True)
+        torch.save({**raw, "norm": damaged}, tmp_path / "bad.pt")
+        with pytest.raises(UserError, match=r"bad.pt does not hold a valid generator \(its pixel normalization"):
+            load_model(tmp_path / "bad.pt", Generator)
+
+
+def test_sample_and_interpolate_map_pixels_with_the_files_normalization(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Not with params.yaml's: the file records the normalization its generator was trained with."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("prepare: {mean: 0.5, std: 0.5}\n")
+    generator = _small_generator()
+    save_model(generator, tmp_path / "g.pt", OTHER_NORM)
+    run("sample", "--model", "g.pt", "--n", "6", "--out", "s.png")
+    run("interpolate", "--model", "g.pt", "--n", "2", "--steps", "4", "--points", "2", "--nrow", "2", "--out", "w.gif")
+    assert capsys.readouterr().err == ""
+    z = draw_latents((6,), LATENT, 0)
+    grid = read_png(tmp_path / "s.png")
+    np.testing.assert_array_equal(grid, make_grid(generate(generator, z, OTHER_NORM), 8, 2, 2))
+    assert not np.array_equal(grid, make_grid(generate(generator, z, (0.5, 0.5)), 8, 2, 2))
+    frames, _, _ = read_gif(tmp_path / "w.gif")
+    np.testing.assert_array_equal(frames[0], make_grid(walk_pixels(generator, 2, 4, 2, 0, OTHER_NORM)[0], 2, 2, 2))
+
+
+def test_a_generator_file_from_before_loads_with_params_normalization_and_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    generator = _small_generator()
+    _old_format(generator, tmp_path / "old.pt")
+    z = draw_latents((6,), LATENT, 0)
+    for params, norm, source in (("prepare: {mean: 0.5, std: 1.0}\n", (0.5, 1.0), "params.yaml"), (None, NORM, "")):
+        if params:
+            (tmp_path / "params.yaml").write_text(params)
+        else:
+            (tmp_path / "params.yaml").unlink()
+            source = "the defaults"  # no params.yaml: what `wgan sample` used before, too
+        run("sample", "--model", "old.pt", "--n", "6", "--out", "s.png")
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("note: old.pt does not record the normalization"), err
+        assert err.endswith(f"prepare.mean {norm[0]:g}, prepare.std {norm[1]:g} from {source}\n"), err
+        np.testing.assert_array_equal(read_png(tmp_path / "s.png"), make_grid(generate(generator, z, norm), 8, 2, 2))
 
 
 @pytest.mark.parametrize(
@@ -206,7 +277,7 @@ def conditional_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sample_digit_draws_that_digit_from_a_conditional_generator(conditional_model: Path, tmp_path: Path) -> None:
     """--digit D: the same latents with label D; without it, a conditional generator draws 0, 1, ..., 9 in turn."""
     generator = load_model(conditional_model, ConditionalGenerator)
-    z, norm = draw_latents((12,), LATENT, 0), pixel_norm()
+    z, norm = draw_latents((12,), LATENT, 0), NORM
     for digit in ("3", "8"):
         out = str(tmp_path / f"{digit}.png")
         run("sample", "--model", str(conditional_model), "--n", "12", "--digit", digit, "--nrow", "12", "--out", out)

@@ -92,7 +92,36 @@ def test_missing_file_and_missing_section(tmp_path):
 
 
 def test_omitted_keys_take_defaults():
+    # in a stage's own load; the params stage refuses the omission in a tracked section (test_params_stage.py)
     assert parse_section("train", {"epochs": 3}) == SECTIONS["train"](epochs=3)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [(0.5, 0.5), (0.5, 1.0), (0.3, 0.7), (0.0, 1.0), (1.0, 1.0), (0.5, 0.499), (0.5 + 0.9 / 510, 0.5)],
+)
+def test_a_normalization_the_generators_tanh_can_reach_black_and_white_with(mean, std):
+    """mean - std <= 0 and mean + std >= 1 give every uint8 grey level (to within the half level that rounds away)."""
+    assert parse_section("prepare", {"mean": mean, "std": std}) == SECTIONS["prepare"](mean=mean, std=std)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "reach"),
+    [
+        (0.1307, 0.3081, "[0, 0.439]"),  # MNIST's usual Normalize
+        (0.5, 0.25, "[0.25, 0.75]"),
+        (0.5, 0.498, "[0.002, 0.998]"),  # beyond half a grey level
+        (0.9, 0.5, "[0.4, 1]"),
+    ],
+)
+def test_a_normalization_the_generators_tanh_cannot_reach_black_and_white_with(mean, std, reach):
+    with pytest.raises(UserError) as err:
+        parse_section("prepare", {"mean": mean, "std": std})
+    assert str(err.value) == (
+        f"prepare.mean = {mean:g} and prepare.std = {std:g} let the generator (tanh: mean ± std) draw only the pixels "
+        f"{reach} of [0, 1]; use mean 0.5 and std 0.5, which map [0, 1] onto [-1, 1], or a std of at least "
+        "max(mean, 1 - mean)"
+    )
 
 
 def test_a_conditional_run_needs_a_snapshot_row_per_digit() -> None:

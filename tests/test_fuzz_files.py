@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from wgan.config import RenderConfig
-from wgan.data.model_file import load_model, save_model
+from wgan.data.model_file import load_model, load_model_and_norm, save_model
 from wgan.data.prepare import prepare_splits
 from wgan.data.prepared import load_prepared
 from wgan.download.canonical import FILES, CanonicalFile, sha256_hex
@@ -275,8 +276,10 @@ def model_payload(kind: str) -> dict[str, Any]:
         torch.manual_seed(0)
         if kind == "classifier":
             save_model(Classifier(channels=(2, 4), feature_dim=8), path)
+        elif kind == "generator":
+            save_model(Generator(latent_dim=4, hidden=(8, 8)), path, (0.5, 0.5))  # as the train stage writes it
         else:
-            save_model(Generator(latent_dim=4, hidden=(8, 8)) if kind == "generator" else Critic(hidden=(8,)), path)
+            save_model(Critic(hidden=(8,)), path)
         return torch.load(path, weights_only=True)
 
 
@@ -295,8 +298,23 @@ def kwargs_edits(payload: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def norm_edits(payload: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """A generator's recorded normalization with a mean or std that is no number, not finite, or not > 0."""
+    value = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 1) | st.none() | st.text(max_size=3)
+    return st.tuples(st.sampled_from(["mean", "std"]), value).map(
+        lambda kv: {**payload, "norm": {**payload["norm"], kv[0]: kv[1]}}
+    )
+
+
+def load_generator_and_norm(path: Path) -> torch.nn.Module:
+    """The generator; the normalization it records, when it loads, is one that maps its output to pixels."""
+    generator, norm = load_model_and_norm(path, Generator)
+    assert norm is None or (all(isinstance(v, float) and math.isfinite(v) for v in norm) and norm[1] > 0), norm
+    return generator
+
+
 LOADERS = {
-    "generator": lambda path: load_model(path, Generator),
+    "generator": load_generator_and_norm,
     "critic": lambda path: load_model(path, Critic),
     "classifier": lambda path: load_model(path, Classifier),
 }
@@ -307,7 +325,9 @@ LOADERS = {
 @given(data=st.data())
 def test_model_files(kind: str, data: st.DataObject):
     payload = model_payload(kind)
-    content = data.draw(st.one_of(corrupted_pt(payload), kwargs_edits(payload).map(torch_bytes)))
+    edits = [corrupted_pt(payload), kwargs_edits(payload).map(torch_bytes)]
+    edits += [norm_edits(payload).map(torch_bytes)] if "norm" in payload else []
+    content = data.draw(st.one_of(*edits))
     model = load_damaged(content, f"{kind}.pt", LOADERS[kind])
     assert model is None or (isinstance(model, torch.nn.Module) and not model.training)
     assert not Path("PWNED").exists()

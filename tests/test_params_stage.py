@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import REPO, edit_params, run_stage_script
 
+from wgan import paths
 from wgan.config import SECTIONS, check_params
 from wgan.errors import UserError
 
@@ -30,7 +31,7 @@ def test_every_stage_waits_for_the_params_stage():
 def test_params_stage_tracks_every_section_a_stage_tracks_and_nothing_else():
     tracked = {p for name, stage in PIPELINE.items() if name != "params" for p in stage.get("params", [])}
     # data.source is read by download but not tracked: every source gives the same bytes, so it reruns nothing
-    assert set(PIPELINE["params"]["params"]) == tracked == set(SECTIONS) - {"data"}
+    assert set(PIPELINE["params"]["params"]) == tracked == set(SECTIONS) - {"data"} == paths.tracked_sections()
     assert {"stages/params.py", "src/wgan/config"} <= set(PIPELINE["params"]["deps"])
 
 
@@ -90,6 +91,41 @@ def test_unknown_and_missing_sections(tmp_path: Path):
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(UserError, match="section 'gif' is missing"):
         check_params(path)
+
+
+def without(tmp_path: Path, section: str, *keys: str) -> Path:
+    """The repo's params.yaml without ``keys`` of ``section`` (all of them when none is named: an empty section)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params[section] = {k: v for k, v in params[section].items() if keys and k not in keys} or None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path / "params.yaml"
+
+
+@pytest.mark.parametrize(
+    ("section", "keys", "message"),
+    [
+        ("train", ["lr"], "train.lr is missing from {path}, so it would take its default 5.0e-05 from the code, which "
+         "DVC does not track; add `lr: 5.0e-05` to the train section"),
+        ("train", ["g_hidden", "loss"], "train.g_hidden is missing from {path}, so it would take its default "
+         "[128, 256, 512, 1024] from the code, which DVC does not track; add `g_hidden: [128, 256, 512, 1024]` to the "
+         "train section; also missing: train.loss"),
+        ("quality", [], "quality.n_samples is missing from {path}, so it would take its default 2000 from the code, "
+         "which DVC does not track; add `n_samples: 2000` to the quality section; also missing: quality.batch_size, "
+         "quality.kid_subsets, quality.kid_subset_size and 2 more (docs/params.md lists every default)"),
+        ("render", ["caption"], "add `caption: true` to the render section"),
+    ],
+)  # fmt: skip
+def test_a_tracked_section_must_write_out_every_key(tmp_path: Path, section: str, keys: list[str], message: str):
+    """A default in the code is outside every stage's deps: a change of it would change outputs unseen by DVC."""
+    path = without(tmp_path, section, *keys)
+    with pytest.raises(UserError) as err:
+        check_params(path)
+    assert message.format(path=path) in str(err.value)
+
+
+def test_the_untracked_data_section_may_leave_its_keys_to_the_defaults(tmp_path: Path):
+    """data.source cannot change an output (every source gives the same bytes), so no stage tracks it."""
+    assert check_params(without(tmp_path, "data"))["data"] == SECTIONS["data"]()
 
 
 def test_repo_params_pass():

@@ -34,7 +34,8 @@ OUTSIDE_DEPS = {
     "wgan/device.py": "picks cuda/mps/cpu: the device is deliberately not tracked (the same run on any device)",
     "wgan/launch.py": "starts torchrun's processes: their number is deliberately not tracked",
     "wgan/progress.py": "the progress bar, model summary and messages: the terminal only",
-    "wgan/config/": "reads and validates params.yaml: DVC tracks the values themselves, section by section",
+    "wgan/config/": "reads and validates params.yaml: DVC tracks the values themselves, section by section, and the "
+    "params stage refuses a tracked section that leaves a key to a default in the code",
 }
 
 

@@ -18,6 +18,7 @@ from helpers import (
     STAGE,
     assert_same_state,
     clone_params,
+    kept_generators,
     kill_after_epochs,
     load_state,
     make_project,
@@ -31,7 +32,7 @@ from helpers import (
 )
 
 from wgan.config import parse_section
-from wgan.data.model_file import load_model
+from wgan.data.model_file import load_model, load_model_and_norm
 from wgan.data.prepared import load_prepared
 from wgan.data.samples import SAMPLES_FORMAT
 from wgan.device import choose_device
@@ -140,6 +141,8 @@ def test_outputs_and_metrics_are_sane(tmp_path: Path, monkeypatch: pytest.Monkey
     generator = load_model("models/generator.pt", Generator)
     assert isinstance(generator, Generator) and generator.hidden == (32, 64)
     assert isinstance(load_model("models/critic.pt", Critic), Critic)
+    for path in ["models/generator.pt", *kept_generators(root).values()]:  # the data's normalization, for `wgan sample`
+        assert load_model_and_norm(path, Generator)[1] == (0.5, 0.5), path
 
     samples = torch_load_safe("models/samples.pt", "samples", "")
     assert samples["format"] == SAMPLES_FORMAT

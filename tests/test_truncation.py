@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_command import LATENT, model, run  # noqa: F401  (model: the fixture of a small saved generator)
+from test_command import LATENT, NORM, model, run  # noqa: F401  (model: the fixture of a small saved generator)
 from test_gif import read_gif
 from test_render import read_png
 
 from wgan.data.model_file import load_model
-from wgan.images.generate import generate, pixel_norm, sample_pixels, walk_pixels
+from wgan.images.generate import generate, sample_pixels, walk_pixels
 from wgan.images.render import make_grid
 from wgan.models.networks import Generator
 from wgan.models.sampling import draw_latents
@@ -64,19 +64,19 @@ def test_sample_and_interpolate_take_the_flag(model: Path, tmp_path: Path) -> No
     run("sample", "--model", str(model), "--n", "6", "--truncation", "0.5", "--out", str(tmp_path / "t.png"))
     run("sample", "--model", str(model), "--n", "6", "--truncation", "inf", "--out", str(tmp_path / "inf.png"))
     run("sample", "--model", str(model), "--n", "6", "--out", str(tmp_path / "plain.png"))
-    truncated = generate(generator, draw_latents((6,), LATENT, 0, truncation=0.5), pixel_norm())
+    truncated = generate(generator, draw_latents((6,), LATENT, 0, truncation=0.5), NORM)
     np.testing.assert_array_equal(read_png(tmp_path / "t.png"), make_grid(truncated, 8, 2, 2))
     np.testing.assert_array_equal(read_png(tmp_path / "inf.png"), read_png(tmp_path / "plain.png"))
     assert not np.array_equal(read_png(tmp_path / "t.png"), read_png(tmp_path / "plain.png"))
-    np.testing.assert_array_equal(sample_pixels(generator, 6, 0, pixel_norm(), truncation=0.5), truncated)
+    np.testing.assert_array_equal(sample_pixels(generator, 6, 0, NORM, truncation=0.5), truncated)
 
     args = ("--model", str(model), "--n", "2", "--steps", "4", "--points", "2", "--nrow", "2")
     run("interpolate", *args, "--truncation", "0.5", "--out", str(tmp_path / "w.gif"))
     frames, _, _ = read_gif(tmp_path / "w.gif")
-    walk = walk_pixels(generator, 2, 4, 2, 0, pixel_norm(), truncation=0.5)
+    walk = walk_pixels(generator, 2, 4, 2, 0, NORM, truncation=0.5)
     np.testing.assert_array_equal(frames[0], make_grid(walk[0], 2, 2, 2))
     points = draw_latents((2, 2), LATENT, 0, truncation=0.5)
-    start = generate(generator, points[0], pixel_norm())  # the walk starts at its first truncated point
+    start = generate(generator, points[0], NORM)  # the walk starts at its first truncated point
     assert np.abs(walk[0].astype(int) - start.astype(int)).max() <= 1  # another batch: float rounding
 
 

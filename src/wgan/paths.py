@@ -81,6 +81,17 @@ def stage_code(stage: str, root: Path = ROOT) -> tuple[Path, ...]:
     return tuple(files)
 
 
+@cache
+def tracked_sections(root: Path = ROOT) -> frozenset[str]:
+    """The params.yaml sections some stage of ``dvc.yaml`` tracks (``params:``), whose every value DVC sees.
+
+    The params stage refuses such a section when it leaves a key out (``wgan.config.check_params``): the default
+    in the code would then decide outputs while no stage's deps see it.
+    """
+    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values()
+    return frozenset(p for stage in stages for p in stage.get("params", []) if isinstance(p, str))
+
+
 def rerun(stage: str) -> str:
     """The fix-it hint for a missing, stale or damaged output of ``stage``."""
     return f"rerun `dvc repro {stage}`"

@@ -154,23 +154,22 @@ def _output(out: str, suffix: str) -> Path:
     return path
 
 
-def _load(model: str) -> Generator | ConditionalGenerator:
-    # here, not at the top: `wgan compare` needs no torch
-    from wgan.data.model_file import load_model
-    from wgan.models.conditional import ConditionalGenerator
-    from wgan.models.networks import Generator
+def _load(model: str) -> tuple[Generator | ConditionalGenerator, tuple[float, float]]:
+    """The generator and the normalization that maps its output to pixels (the one its file records)."""
+    from wgan.images.generate import load_generator  # here, not at the top: `wgan compare` needs no torch
 
-    return load_model(model, (Generator, ConditionalGenerator), MODEL_HINT)
+    return load_generator(model, MODEL_HINT)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     """Draw --n digits from the latents of --seed (eval mode, CPU: the same seed gives the same pixels) and write
     them as one grid (--out x.png, --nrow per row) or, with --out some/dir/, one PNG per image."""
-    from wgan.images.generate import Layout, pixel_norm, sample_pixels, write_each, write_grid
+    from wgan.images.generate import Layout, sample_pixels, write_each, write_grid
 
     folder = args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()
     out = Path(args.out) if folder else _output(args.out, ".png")
-    pixels = sample_pixels(_load(args.model), args.n, args.seed, pixel_norm(), args.digit, args.truncation)
+    generator, norm = _load(args.model)
+    pixels = sample_pixels(generator, args.n, args.seed, norm, args.digit, args.truncation)
     if folder:
         paths = write_each(pixels, out, args.scale)
         side = pixels.shape[-1] * args.scale
@@ -183,14 +182,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     """Walk --n rows in lockstep through --points random latents each (spherical interpolation) and back to the
     start, --steps frames in all, and write them as a looping GIF (--out x.gif)."""
-    from wgan.images.generate import Layout, pixel_norm, walk_pixels, write_walk
+    from wgan.images.generate import Layout, walk_pixels, write_walk
 
     out = _output(args.out, ".gif")
     if args.points > args.steps:
         raise UserError(f"--points {args.points} is more than --steps {args.steps}; every point needs a frame")
-    frames = walk_pixels(
-        _load(args.model), args.n, args.steps, args.points, args.seed, pixel_norm(), args.digit, args.truncation
-    )
+    generator, norm = _load(args.model)
+    frames = walk_pixels(generator, args.n, args.steps, args.points, args.seed, norm, args.digit, args.truncation)
     written, size = write_walk(frames, out, Layout(args.nrow, args.padding, args.scale), args.duration_ms, args.loop)
     print(f"wrote {out}: {written} frames of {args.n} walks, {size / 1e6:.2f} MB")
 

@@ -10,6 +10,7 @@ import reprlib
 import typing
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import ValidationError
 
 from wgan.config.schema import INT_MAX, SECTIONS
@@ -52,6 +53,12 @@ def allowed_text(section: str, key: str) -> str:
     """What ``section.key`` accepts, in the words its error messages use (docs/params.md shows the same words)."""
     info = SECTIONS[section].__pydantic_fields__[key]
     return _allowed(info.annotation, list(info.metadata)) + _range_text(list(info.metadata), type_error=True)
+
+
+def as_yaml(value: Any) -> str:
+    """A value as params.yaml spells it, on one line: ``5.0e-05``, ``[128, 256]``, ``false``, ``wgan``."""
+    value = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump([value], default_flow_style=True, width=1 << 30).strip()[1:-1]
 
 
 def name_of(key: Any) -> str:

@@ -1,7 +1,9 @@
 """Reading ``params.yaml``: a section into its typed config, or the whole file with the rules between sections.
 
 ``check_params`` validates the whole file: the `params` stage runs it before any other stage, so a bad value
-fails before DVC deletes any output.
+fails before DVC deletes any output. It also refuses a key left out of a section that DVC tracks: the default in
+``schema.py`` would decide outputs while no stage's deps see it. ``parse_section`` alone (each stage's own load)
+fills omitted keys with the defaults, so a stage script still runs on a partial file outside the pipeline.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from wgan.config.messages import message, name_of, show, unknown_hint
+from wgan.config.messages import as_yaml, message, name_of, show, unknown_hint
 from wgan.config.schema import MNIST_TEST_SIZE, SECTIONS
 from wgan.errors import UserError
+from wgan.paths import tracked_sections
 
 PARAMS_FILE = "params.yaml"
 # The one recovery hint for a bad params.yaml. Not `git checkout`: after a rejected `dvc exp run`, DVC's
@@ -78,6 +81,7 @@ def check_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
     if missing:
         raise UserError(f"section '{missing[0]}' is missing from {path}; add it (docs/params.md lists its keys)")
     cfg = {name: parse_section(name, params[name]) for name in SECTIONS}
+    _check_written_out(params, path)
     train, render = cfg["train"], cfg["render"]
     if render.n_images > train.n_fixed:
         raise UserError(
@@ -87,6 +91,33 @@ def check_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
     for name in ("quality", "evaluate"):
         _check_scoring(name, cfg[name])
     return cfg
+
+
+def _check_written_out(params: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Every key of every section DVC tracks is written in the file (the sections parsed already, so none is unknown).
+
+    An omitted key takes its default from ``schema.py``, which is outside every stage's deps: a change of that
+    default would change outputs while DVC sees nothing. ``data`` is not tracked (every source gives the same
+    bytes), so its keys may be left to their defaults.
+    """
+    omitted = [
+        f"{name}.{key}"
+        for name in SECTIONS
+        if name in tracked_sections()
+        for key in SECTIONS[name].__pydantic_fields__
+        if key not in (params[name] or {})
+    ]
+    if not omitted:
+        return
+    (first, *rest), shown = omitted, 3
+    name, key = first.split(".")
+    default = as_yaml(getattr(defaults(name), key))
+    also = f"; also missing: {', '.join(rest[:shown])}" if rest else ""
+    also += f" and {len(rest) - shown} more (docs/params.md lists every default)" if len(rest) > shown else ""
+    raise UserError(
+        f"{first} is missing from {path}, so it would take its default {default} from the code, which DVC does "
+        f"not track; add `{key}: {default}` to the {name} section{also}"
+    )
 
 
 def _check_scoring(name: str, scoring: Any) -> None:

@@ -19,6 +19,7 @@ SEED_MAX = 2**32 - 1  # numpy's seed range (torch's is wider)
 GIF_MS_MAX = 655_350  # GIF frame delays are 16-bit counts of 10 ms
 MNIST_TRAIN_SIZE, MNIST_TEST_SIZE = 60_000, 10_000  # fixed: the download stage verifies MNIST's digests
 MNIST_CLASSES = 10  # the digits 0-9
+HALF_LEVEL = 0.5 / 255  # half a grey level of a uint8 pixel, in [0, 1]
 
 
 def _number(value: Any) -> Any:
@@ -72,6 +73,17 @@ class PrepareConfig:
 
     mean: Number = _num(0.5, ge=0.0, le=1.0)
     std: Number = _num(0.5, gt=0.0)
+
+    def __post_init__(self) -> None:
+        # The generator ends in tanh, so its pixels lie in mean ± std: that must reach black and white, to within
+        # half a grey level (what wgan.data.prepared.to_uint8 rounds away). MNIST's 0.1307/0.3081 would stop at 0.44.
+        low, high = self.mean - self.std, self.mean + self.std
+        if low > HALF_LEVEL or high < 1 - HALF_LEVEL:
+            raise UserError(
+                f"prepare.mean = {self.mean:g} and prepare.std = {self.std:g} let the generator (tanh: mean ± std) "
+                f"draw only the pixels [{max(low, 0):.3g}, {min(high, 1):.3g}] of [0, 1]; use mean 0.5 and std 0.5, "
+                f"which map [0, 1] onto [-1, 1], or a std of at least max(mean, 1 - mean)"
+            )
 
 
 @dataclass(frozen=True, config=_SECTION)

@@ -9,6 +9,7 @@ seed gives the same pixels. Grids are ``wgan.images.render.make_grid``'s layout 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from wgan.config import PARAMS_FILE, defaults, load_section
+from wgan.data.model_file import Norm, load_model_and_norm
 from wgan.data.prepared import to_uint8
 from wgan.errors import UserError
 from wgan.fileio import atomic_path
@@ -39,10 +41,26 @@ class Layout:
     scale: int = 2
 
 
-def pixel_norm(params_path: str | os.PathLike[str] = PARAMS_FILE) -> tuple[float, float]:
-    """The ``prepare.mean``, ``prepare.std`` the generator was trained in: from ``params_path`` if it exists."""
-    cfg = load_section("prepare", params_path) if Path(params_path).is_file() else defaults("prepare")
-    return cfg.mean, cfg.std
+def load_generator(
+    path: str | os.PathLike[str], hint: str | None = None, params_path: str | os.PathLike[str] = PARAMS_FILE
+) -> tuple[Generator | ConditionalGenerator, Norm]:
+    """A trained generator, and the (mean, std) that maps its output to pixels: the one its file records.
+
+    A file written before model files recorded it falls back on ``params_path``'s prepare section (the defaults
+    when there is none), with a note on stderr: that is what the file was read with before.
+    """
+    generator, norm = load_model_and_norm(path, (Generator, ConditionalGenerator), hint)
+    if norm is None:
+        found = Path(params_path).is_file()
+        cfg = load_section("prepare", params_path) if found else defaults("prepare")
+        norm = cfg.mean, cfg.std
+        print(
+            f"note: {path} does not record the normalization it was trained with (written before model files did); "
+            f"mapping its output to pixels with prepare.mean {cfg.mean:g}, prepare.std {cfg.std:g} "
+            f"from {params_path if found else 'the defaults'}",
+            file=sys.stderr,
+        )
+    return generator, norm
 
 
 def digits_for(generator: Generator | ConditionalGenerator, n: int, digit: int | None) -> torch.Tensor | None:
@@ -64,7 +82,7 @@ def digits_for(generator: Generator | ConditionalGenerator, n: int, digit: int |
 def generate(
     generator: Generator | ConditionalGenerator,
     z: torch.Tensor,
-    norm: tuple[float, float],
+    norm: Norm,
     labels: torch.Tensor | None = None,
 ) -> np.ndarray:
     """uint8 images [N, H, W] of latents ``z`` [N, latent_dim] (and, for a conditional generator, digits
@@ -79,7 +97,7 @@ def sample_pixels(
     generator: Generator | ConditionalGenerator,
     n: int,
     seed: int,
-    norm: tuple[float, float],
+    norm: Norm,
     digit: int | None = None,
     truncation: float | None = None,
 ) -> np.ndarray:
@@ -95,7 +113,7 @@ def walk_pixels(
     steps: int,
     points: int,
     seed: int,
-    norm: tuple[float, float],
+    norm: Norm,
     digit: int | None = None,
     truncation: float | None = None,
 ) -> np.ndarray:

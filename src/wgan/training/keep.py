@@ -26,10 +26,11 @@ from wgan.errors import UserError
 from wgan.fileio import file_sha256
 
 
-def keep(folder: Path, generator: nn.Module, epoch: int, kept: dict[str, str]) -> None:
-    """Write ``generator`` as the one kept at ``epoch`` and record its digest in ``kept`` (file name -> SHA-256)."""
+def keep(folder: Path, generator: nn.Module, norm: tuple[float, float], epoch: int, kept: dict[str, str]) -> None:
+    """Write ``generator`` (trained on data normalized with ``norm``) as the one kept at ``epoch`` and record its
+    digest in ``kept`` (file name -> SHA-256)."""
     path = folder / kept_name(epoch)
-    save_model(generator, path)
+    save_model(generator, path, norm)
     kept[path.name] = file_sha256(path)
 
 

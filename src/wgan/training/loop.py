@@ -67,6 +67,7 @@ class TrainResult:
     samples: Samples
     metrics: dict[str, float]
     iterations: int
+    norm: tuple[float, float]  # the data's (mean, std), recorded in the generator's file (wgan.data.model_file)
 
 
 def train(
@@ -230,7 +231,7 @@ class Run:
             self.live.end()
         result = TrainResult(  # with train.ema_decay > 0 the averaged generator; the checkpoint keeps the live one
             self.sampler(), self.state.critic, self.state.samples, self.live.latest() if self.live else {},
-            self.state.iteration,
+            self.state.iteration, self.norm,
         )  # fmt: skip
         if self.world.is_main and deliver is not None:
             deliver(result)
@@ -250,7 +251,8 @@ class Run:
         """The sampling generator into ``models/kept/`` (``wgan.training.keep``), listed in the next checkpoint."""
         generator = self.sampler()  # on every rank: the average's BatchNorm recompute is collective under torchrun
         if self.world.is_main:
-            keep(self.paths.kept, generator, kept_epoch(self.state.iteration, self.per_epoch), self.state.kept)
+            epoch = kept_epoch(self.state.iteration, self.per_epoch)
+            keep(self.paths.kept, generator, self.norm, epoch, self.state.kept)
 
     def snapshot(self) -> None:
         """The fixed latent vectors through the sampling generator in eval mode, kept as uint8 pixels."""
