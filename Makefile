@@ -33,7 +33,13 @@ test-quick: $(VENV)/.installed-dev
 
 # The tests marked `long`, which moved out of `make test` to keep it within five minutes (every assertion is
 # still run, here):
-#   LONG-LIST
+#   test_train.py::test_real_mnist_generator_learns_the_background       a real training, 1-2 min
+#   test_evaluate.py::test_classifier_reaches_99_percent_on_mnist          the project's classifier in full
+#   test_evaluate.py::test_metrics_rank_degraded_samples_on_mnist          the same, ranking degraded samples
+#   test_chaos.py::test_every_kill_point_ends_in_the_uninterrupted_run     the two points the docs promise
+#   test_chaos.py::test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it
+#   test_distributed.py::test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes
+#   test_reliability.py::test_ctrl_c_under_dvc_repro_then_repro_resumes[/bin/bash]   (/bin/sh, CI's, stays)
 test-long: $(VENV)/.installed-dev
 	$(PYTEST) -m long -n $(TEST_WORKERS) --dist loadfile
 

@@ -152,6 +152,7 @@ def _fault_env(repo: Path, point: dict[str, Any], once: Path) -> dict[str, str]:
     return env | fault | {"PYTHONPATH": f"{FAULTS}{os.pathsep}{env['PYTHONPATH']}"}
 
 
+@pytest.mark.long  # 15-20 s a point: `make test-long` (and `make chaos`)
 @pytest.mark.parametrize("point", POINTS, ids=[_point_id(p) for p in POINTS])
 def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, reference: Any, point: dict[str, Any]) -> None:
     repo, once = _repo(tmp_path, point["minutes"]), tmp_path / "fired"
@@ -184,6 +185,7 @@ def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, referenc
             report.write(f"{_point_id(point)}\t{recovery:.1f}\n")
 
 
+@pytest.mark.long  # waits out the 10 s collective timeout
 def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path: Path) -> None:
     """SIGSTOP of rank 1 (no restarts): rank 0 names it after WGAN_DIST_TIMEOUT, the run ends well within the
     timeout plus 30 s, and the last checkpoint is intact and resumable."""

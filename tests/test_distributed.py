@@ -217,6 +217,7 @@ def _wait_for_checkpoint(root: Path, proc: subprocess.Popen[str]) -> None:
             time.sleep(0.05)
 
 
+@pytest.mark.long  # three 200-iteration runs under torchrun
 def test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

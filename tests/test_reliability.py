@@ -481,7 +481,7 @@ def test_a_second_dvc_repro_is_refused_while_the_first_finishes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])
+@pytest.mark.parametrize("shell", [pytest.param("/bin/bash", marks=pytest.mark.long), "/bin/sh"])  # sh: CI's
 def test_ctrl_c_under_dvc_repro_then_repro_resumes(
     tmp_path: Path, hook_dir: Path, reference: Callable[..., tuple[Path, TrainResult]], shell: str
 ) -> None:

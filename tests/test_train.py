@@ -295,6 +295,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypa
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a real training, 1-2 minutes
 def test_real_mnist_generator_learns_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_prepared: Path
 ) -> None:
