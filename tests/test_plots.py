@@ -14,6 +14,7 @@ import math
 import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from offline_plots_page import CDN_SCRIPT, PAGE  # noqa: E402
 
 TSVS = ("train/critic_loss", "train/generator_loss", "train/wasserstein", "test/wasserstein", "perf/iters_per_sec")
+SOURCE = "stand_in_source"  # a field of every stand-in record: the data file it came from
 MARK_PIXELS = 300  # colored pixels the marks add at scale 1: the stand-in data add 600 to 1350 (axes, legend: 104)
 
 
@@ -56,13 +58,18 @@ def write_stand_in_data(root: Path) -> None:
         path = root / "dvclive/plots/metrics" / f"{name}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
         field = name.split("/")[1]
-        rows = [f"{step}\t{math.exp(-step / 400) + 0.1 * math.sin(step / 50):.6f}" for step in range(50, 1050, 50)]
-        path.write_text(f"step\t{field}\n" + "\n".join(rows) + "\n")
-    records = [{"digit": d, "generated": 0.08 + d / 250, "real": 0.1} for d in range(10)]
+        source = path.relative_to(root).as_posix()  # a column the charts ignore: which file a point came from
+        rows = [
+            f"{step}\t{math.exp(-step / 400) + 0.1 * math.sin(step / 50):.6f}\t{source}" for step in range(50, 1050, 50)
+        ]
+        path.write_text(f"step\t{field}\t{SOURCE}\n" + "\n".join(rows) + "\n")
     for name in ("class_hist", "digit_accuracy"):  # digit accuracy: as a conditional generator's
         path = root / "results/eval" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(records))
+        source = path.relative_to(root).as_posix()
+        path.write_text(
+            json.dumps([{"digit": d, "generated": 0.08 + d / 250, "real": 0.1, SOURCE: source} for d in range(10)])
+        )
     curve = [  # the quality stage's points, one per kept generator
         {
             "epoch": e,
@@ -72,6 +79,7 @@ def write_stand_in_data(root: Path) -> None:
             "recall": e / 20,
             "confident": 0.7,
             "class_tv": 0.3 / e,
+            SOURCE: "results/quality/curve.json",
         }
         for e in range(2, 22, 2)
     ]
@@ -110,6 +118,29 @@ def test_plots_show_page_loads_no_script_from_the_network(repo: Path, tmp_path: 
     assert html.count("vegaEmbed(") >= len(vega_plot_ids())  # each chart is drawn by the inlined library
     for fragment in ("Critic and generator loss", "Wasserstein estimate", *(Path(i).name for i in image_plots())):
         assert fragment in html, fragment
+
+
+@pytest.mark.slow
+def test_plots_show_draws_each_data_file_once_in_its_titled_charts(repo: Path, tmp_path: Path) -> None:
+    """Each data file is drawn only by the charts dvc.yaml's top-level plots name for it, each with its title: a
+    file also listed under a stage's `plots:` is drawn a second time with DVC's default axes and its path as title."""
+    intended: dict[str, set[str]] = defaultdict(set)  # data file -> the charts dvc.yaml draws it in
+    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]:
+        if isinstance(entry, dict):
+            ((plot_id, definition),) = entry.items()
+            for file in definition["y"]:
+                intended[file].add(plot_id)
+    data = json.loads(dvc(repo, "plots", "show", "--json", "-o", str(tmp_path)).stdout)["data"]
+    charts = {i: r["content"] for i, renderers in data.items() for r in renderers if r["type"] == "vega"}
+    titles = {
+        i: chart["title"]["text"] if isinstance(chart["title"], dict) else chart["title"] for i, chart in charts.items()
+    }
+    assert [i for i, title in titles.items() if title == i] == []  # DVC's title for a chart dvc.yaml gives none
+    drawn: dict[str, set[str]] = defaultdict(set)  # data file -> the charts `dvc plots show` draws it in
+    for plot_id, chart in charts.items():
+        for point in chart["data"]["values"]:
+            drawn[point[SOURCE]].add(plot_id)
+    assert drawn == intended
 
 
 def colored_pixels(png: Path | bytes) -> int:
