@@ -22,6 +22,8 @@ README_MAX_LINES = 200
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.M)
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+CURRENT = "## Current numbers"  # the table each measurement page opens with
 
 
 def _prose(text: str) -> str:
@@ -126,3 +128,38 @@ def test_the_stage_graph_shown_is_what_dvc_dag_prints() -> None:
     for page in (README, DOCS / "pipeline.md"):
         blocks = re.findall(r"^```mermaid\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S)
         assert [b.strip() for b in blocks] == [graph], f"{page.name}: paste the output of `dvc dag --mermaid`"
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    """The body rows (cells, emphasis dropped) of the first table after ``heading``."""
+    lines = _prose(text).split(f"\n{heading}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = [line.strip().strip("|").split("|") for line in lines[start + 2 : end]]  # after the header and ---
+    return [[cell.replace("**", "").strip() for cell in row] for row in rows]
+
+
+@pytest.mark.parametrize("page", ["results.md", "benchmarks.md"])
+def test_the_measurement_pages_open_with_the_current_numbers(page: str) -> None:
+    """Today's numbers first, each with its date, machine, commit and section; the dated log follows."""
+    text = _prose((DOCS / page).read_text(encoding="utf-8"))
+    assert re.findall(r"^## .*", text, re.M)[0] == CURRENT, f"{page}: open with the {CURRENT!r} table"
+    assert text.index(CURRENT) < text.index("\n|"), f"{page}: no table may come before {CURRENT!r}"
+    page_anchors = anchors(DOCS / page)
+    for row in _table(text, CURRENT):
+        line = " | ".join(row)
+        assert re.search(r"\b2026-\d\d-\d\d\b", line), f"{page}: {row[0]!r} has no date"
+        assert re.search(r"\b[0-9a-f]{7}\b", line), f"{page}: {row[0]!r} names no commit"
+        links = re.findall(r"\]\(#([\w-]+)\)", line)
+        assert links and set(links) <= page_anchors, f"{page}: {row[0]!r} links to no section of the page"
+
+
+def test_the_readme_recipes_quote_the_current_results() -> None:
+    """Every number of the README's recipe table is in the same recipe's row of docs/results.md's current table."""
+    current = {row[0]: row for row in _table((DOCS / "results.md").read_text(encoding="utf-8"), CURRENT)}
+    readme = _table(README.read_text(encoding="utf-8"), "## Recipes")
+    assert len(readme) >= 3
+    for row in readme:
+        assert row[0] in current, f"README's recipe {row[0]!r} has no row in docs/results.md's current numbers"
+        missing = [n for n in NUMBER.findall(" ".join(row)) if n not in NUMBER.findall(" ".join(current[row[0]]))]
+        assert not missing, f"README's {row[0]!r}: {missing} not in docs/results.md's current numbers"
