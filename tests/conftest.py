@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stage_runner import Zygote
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,13 +35,26 @@ def edit_params(dest: Path, base: Path | None = None, **sections: dict) -> None:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+ZYGOTE = Zygote(str(REPO / "src"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    ZYGOTE.close()
+
+
 def run_stage_script(
     stage: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``stages/<stage>.py`` of this checkout in ``cwd`` as DVC would (paths relative to ``cwd``), one thread."""
+    """Run ``stages/<stage>.py`` of this checkout in ``cwd`` as DVC would (paths relative to ``cwd``), one thread.
+
+    The process is a fork of the zygote (tests/stage_runner.py), which imported torch once; an environment with
+    its own PYTHONPATH (code loaded at interpreter start) gets a fresh interpreter instead.
+    """
     full_env = {k: v for k, v in os.environ.items() if k not in {"MNIST_DIR", "WGAN_DEBUG", "WGAN_DEVICE", "DVC_STAGE"}}
     full_env |= {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"} | (env or {})
     script = REPO / "stages" / f"{stage}.py"
+    if full_env["PYTHONPATH"] == str(REPO / "src"):
+        return ZYGOTE.run(script, cwd, full_env, timeout)
     return subprocess.run(
         [sys.executable, str(script)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
