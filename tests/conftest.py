@@ -101,6 +101,15 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run_cmd(repo, str(BIN / "dvc"), *args, check=check)
 
 
+def run_wgan(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `wgan` command in ``cwd``, with this checkout's code: the console script run by the zygote."""
+    command = wgan_command()
+    if len(command) == 1:
+        return ZYGOTE.run(Path(command[0]), cwd, stage_env(REPO), timeout, args)
+    env = stage_env(REPO)
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def wgan_command() -> list[str]:
     """The `wgan` command as a user runs it: the console script pip installs beside this Python from
     `[project.scripts]`, or `python -m wgan.commands.main` in an environment installed before the script existed."""

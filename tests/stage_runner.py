@@ -53,7 +53,9 @@ class Zygote:
         self.pythonpath = pythonpath
         self.proc: subprocess.Popen[str] | None = None
 
-    def run(self, script: Path, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, script: Path, cwd: Path, env: dict[str, str], timeout: float, args: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         if self.proc is None or self.proc.poll() is not None:
             zygote_env = {**os.environ, "PYTHONPATH": self.pythonpath, "OMP_NUM_THREADS": "1"}
             self.proc = subprocess.Popen(
@@ -61,17 +63,17 @@ class Zygote:
             )
         with tempfile.TemporaryDirectory(prefix="stage-run-") as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            request = {"script": str(script), "cwd": str(cwd), "env": env, "timeout": timeout}
+            request = {"script": str(script), "args": list(args), "cwd": str(cwd), "env": env, "timeout": timeout}
             assert self.proc.stdin is not None and self.proc.stdout is not None
             self.proc.stdin.write(json.dumps(request | {"stdout": str(out), "stderr": str(err)}) + "\n")
             self.proc.stdin.flush()
             reply = json.loads(self.proc.stdout.readline() or '{"error": "the zygote died"}')
             if "error" in reply:
                 raise RuntimeError(reply["error"])
-            args = [sys.executable, str(script)]
+            command = [sys.executable, str(script), *args]
             if reply["timed_out"]:
-                raise subprocess.TimeoutExpired(args, timeout, out.read_text(), err.read_text())
-            return subprocess.CompletedProcess(args, reply["returncode"], out.read_text(), err.read_text())
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess(command, reply["returncode"], out.read_text(), err.read_text())
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -92,7 +94,7 @@ def _become(request: dict[str, Any]) -> None:
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the interpreter's own streams, closed at its exit)
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", closefd=False, errors="backslashreplace", buffering=1)  # noqa: SIM115
-    sys.argv = [request["script"]]
+    sys.argv = [request["script"], *request["args"]]
     sys.path[0] = os.path.dirname(request["script"])  # as `python script.py` sets it
     import torch
 

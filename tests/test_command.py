@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, REPO, stage_env, wgan_command
+from conftest import BIN, REPO, run_wgan, stage_env
 from test_gif import read_gif
 from test_render import read_png
 
@@ -50,9 +50,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def wgan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The real `wgan` command, run in ``cwd`` with this checkout's code."""
-    return subprocess.run(
-        [*wgan_command(), *args], cwd=cwd, env=stage_env(REPO), capture_output=True, text=True, timeout=120
-    )
+    return run_wgan(*args, cwd=cwd)
 
 
 def run(*args: str) -> None:
