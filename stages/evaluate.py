@@ -20,7 +20,7 @@ from wgan.stage import run_stage
 
 def main() -> None:
     cfg = load_section("evaluate")
-    path, writer = (paths.BEST_GENERATOR, "quality") if cfg.generator == "best" else (paths.GENERATOR, "train")
+    path, writer = paths.scored_generator(cfg.generator)
     generator = load_model(path, (Generator, ConditionalGenerator), rerun(writer))
     classifier = load_model(paths.CLASSIFIER, Classifier)
     real = load_real_features(paths.REAL_FEATURES)

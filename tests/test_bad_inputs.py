@@ -27,6 +27,7 @@ from wgan.data.prepared import save_prepared
 from wgan.download.canonical import FILES
 from wgan.download.pypi import PYPI_PICKLE_MEMBER, encode_idx
 from wgan.evaluation.classifier import Classifier
+from wgan.fileio import write_json
 from wgan.models.networks import Critic, Generator
 
 pytestmark = pytest.mark.slow  # every test here starts a stage or torchrun
@@ -46,6 +47,7 @@ STAGES = {
     "classifier": ("stages/classifier.py", "models/classifier.pt"),
     "quality": ("stages/quality.py", "results/quality/metrics.json"),
     "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
+    "export": ("stages/export.py", "models/export/README.md"),
 }
 
 
@@ -160,6 +162,12 @@ def eval_inputs(ws: Path) -> None:
     save_model(Classifier(), ws / "models/classifier.pt")
     set_param(ws, "evaluate", "n_samples", 20)
     set_param(ws, "evaluate", "kid_subset_size", 10)
+
+
+def export_inputs(ws: Path) -> None:
+    """A small generator and the evaluate stage's metrics: what the export stage reads."""
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt")
+    write_json(ws / "results/eval/metrics.json", {"fid": 1.0, "fid_floor": 0.5})
 
 
 def quality_inputs(ws: Path) -> None:
@@ -381,6 +389,31 @@ CASES = [
         lambda ws: (eval_inputs(ws), set_param(ws, "evaluate", "generator", "best")),
         "generator file models/best_generator.pt is missing; rerun `dvc repro quality`",
     ),
+    # export (its unwritable folder: tests/test_export_stage.py)
+    Case(
+        "export-a-critic",
+        "export",
+        lambda ws: (export_inputs(ws), save_model(Critic(), ws / "models/generator.pt")),
+        "models/generator.pt is not a saved generator; rerun `dvc repro train`",
+    ),
+    Case(
+        "export-foreign",
+        "export",
+        lambda ws: (export_inputs(ws), evil_pickle(ws / "models/generator.pt")),
+        "generator file models/generator.pt cannot be loaded",
+    ),
+    Case(
+        "export-generator-missing",
+        "export",
+        lambda ws: (export_inputs(ws), (ws / "models/generator.pt").unlink()),
+        "generator file models/generator.pt is missing; rerun `dvc repro train`",
+    ),
+    Case(
+        "export-metrics-missing",
+        "export",
+        lambda ws: (export_inputs(ws), (ws / "results/eval/metrics.json").unlink()),
+        "results/eval/metrics.json is missing; the card quotes it: rerun `dvc repro evaluate`",
+    ),
     # environment
     Case(
         "output-folder-not-writable",
@@ -433,6 +466,7 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
+@pytest.mark.slow  # each case starts the stage's script
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_clear_line(case: Case, workspace: Path):
     case.setup(workspace)

@@ -38,6 +38,7 @@ CLASS_HIST = Path("results/eval/class_hist.json")
 DIGIT_ACCURACY = Path("results/eval/digit_accuracy.json")
 QUALITY_METRICS = Path("results/quality/metrics.json")
 QUALITY_CURVE = Path("results/quality/curve.json")
+EXPORT = Path("models/export")  # the evaluated generator, ready to share: wgan.export.folder
 
 # stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
 STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
@@ -57,6 +58,7 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
         (PARAMS_OK, GENERATOR, BEST_GENERATOR, CLASSIFIER, REAL_FEATURES),
         (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY),
     ),
+    "export": ((PARAMS_OK, GENERATOR, BEST_GENERATOR, EVAL_METRICS), (EXPORT,)),
 }
 
 
@@ -90,6 +92,11 @@ def tracked_sections(root: Path = ROOT) -> frozenset[str]:
     """
     stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values()
     return frozenset(p for stage in stages for p in stage.get("params", []) if isinstance(p, str))
+
+
+def scored_generator(choice: str) -> tuple[Path, str]:
+    """The generator file that ``evaluate.generator`` (final | best) names, and the stage that writes it."""
+    return (BEST_GENERATOR, "quality") if choice == "best" else (GENERATOR, "train")
 
 
 def rerun(stage: str) -> str:

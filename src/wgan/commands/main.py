@@ -3,6 +3,7 @@
     wgan sample --n 64 --seed 0 --out digits.png      a grid (or --out some/dir/: one PNG per image)
     wgan sample --digit 7 --out sevens.png            a conditional generator draws the digit asked for
     wgan sample --truncation 2 --out t.png            latents from the standard normal truncated at 2
+    wgan sample --model models/export --out d.png     from an exported folder (the export stage, the Hub)
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
     wgan compare [--metric fid ...] [--md]            experiments grouped by params, mean ± CI over seeds
     wgan plots [--out results/plots]                  every Vega plot of dvc.yaml as a PNG, drawn offline
@@ -78,7 +79,9 @@ def _truncation(text: str) -> float:
 
 
 def _generator_args(parser: argparse.ArgumentParser, n: int, out: str) -> None:
-    parser.add_argument("--model", default=MODEL, help="the trained generator (default: %(default)s)")
+    parser.add_argument(
+        "--model", default=MODEL, help="the trained generator, or an exported folder (default: %(default)s)"
+    )
     parser.add_argument("--n", type=_int_at_least(1), default=n, help="how many images (default: %(default)s)")
     parser.add_argument("--seed", type=_int_at_least(0), default=0, help="latent draw (default: %(default)s)")
     parser.add_argument("--out", default=out, help="output file (default: %(default)s)")
@@ -155,8 +158,14 @@ def _output(out: str, suffix: str) -> Path:
 
 
 def _load(model: str) -> tuple[Generator | ConditionalGenerator, tuple[float, float]]:
-    """The generator and the normalization that maps its output to pixels (the one its file records)."""
-    from wgan.images.generate import load_generator  # here, not at the top: `wgan compare` needs no torch
+    """The generator and the normalization that maps its output to pixels: the one its file records, or an
+    exported folder's (config.json, written by the export stage)."""
+    if Path(model).is_dir():
+        from wgan.export.hub import load_folder  # here, not at the top: `wgan compare` needs no torch
+
+        exported, norm = load_folder(model)
+        return exported.generator, norm
+    from wgan.images.generate import load_generator
 
     return load_generator(model, MODEL_HINT)
 
