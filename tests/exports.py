@@ -37,6 +37,7 @@ def write_inputs(root: Path, conditional: bool, seed: int = 0) -> Path:
     the evaluate stage's metrics."""
     train = {"latent_dim": LATENT, "g_hidden": list(HIDDEN), "conditional": conditional}
     params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": train, "evaluate": {}}
+    root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     save_model(random_generator(conditional, seed), root / "models/generator.pt")
     (root / "results/eval").mkdir(parents=True, exist_ok=True)

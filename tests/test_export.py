@@ -24,7 +24,7 @@ from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.models.sampling import balanced_digits
 
-NORM = (0.4, 0.3)  # not the default 0.5 / 0.5: a normalization dropped on the way shows
+NORM = (0.45, 0.6)  # not the default 0.5 / 0.5: a normalization dropped on the way shows
 PARAMS = {"prepare": {"mean": NORM[0], "std": NORM[1]}, "train": {"latent_dim": LATENT}, "evaluate": {"n_samples": 9}}
 
 
