@@ -20,7 +20,8 @@ from wgan.fileio import torch_load_safe, torch_save_atomic
 pytestmark = pytest.mark.slow
 
 ALL_STAGES = {
-    "params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "quality", "evaluate"
+    "params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "quality", "evaluate",
+    "export",
 }  # fmt: skip
 SMALL_MODEL = {key: SMALL[key] for key in ("g_hidden", "d_hidden", "latent_dim")}
 # The first images of each real split, prepared by the real stages: no property here needs 70,000 of them
@@ -82,6 +83,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo, prepared):
         "results/latent_walk.gif",
         "results/eval/metrics.json",
         "results/eval/class_hist.json",
+        "models/export/model.safetensors",
         "results/classifier/metrics.json",
         "dvclive/metrics.json",
         "dvclive/plots/metrics/train/critic_loss.tsv",
@@ -137,7 +139,7 @@ def test_metrics_show_lists_training_and_quality_numbers(repo):
 
 def test_exp_run_lr_reruns_train_and_downstream_only(repo):
     out = dvc(repo, "exp", "run", "-S", "train.lr=1e-4").stdout
-    assert ran_stages(out) == {"params", "train", "render", "gif", "latent_walk", "quality", "evaluate"}
+    assert ran_stages(out) == {"params", "train", "render", "gif", "latent_walk", "quality", "evaluate", "export"}
     diff = dvc(repo, "params", "diff").stdout
     assert "train.lr" in diff and "5e-05" in diff and "0.0001" in diff
     exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
@@ -170,16 +172,16 @@ def test_a_train_param_reruns_train_never_the_data_or_the_classifier(repo):
     assert not ran & {"download", "prepare", "classifier"}
 
 
-def test_evaluate_param_reruns_only_evaluate(repo):
+def test_evaluate_param_reruns_evaluate_and_export_only(repo):
     edit_params(repo, evaluate={"n_samples": 800, "generator": "best"})
     out = dvc(repo, "repro").stdout
-    assert ran_stages(out) == {"params", "evaluate"}
+    assert ran_stages(out) == {"params", "evaluate", "export"}  # export: the generator evaluated, and the card
     assert "samples of models/best_generator.pt" in out
 
 
 def test_classifier_param_reruns_the_scores_never_train(repo):
     edit_params(repo, classifier={"seed": 1})
-    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "classifier", "quality", "evaluate"}
+    assert ran_stages(dvc(repo, "repro").stdout) == {"params", "classifier", "quality", "evaluate", "export"}
 
 
 def test_plots_show_renders_curves_and_images(repo, tmp_path):
