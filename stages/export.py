@@ -2,25 +2,23 @@
 
 The generator is the one the evaluate stage scored (evaluate.generator: final or best), so the model card's
 metrics are its own. The folder holds model.safetensors, config.json, the model card README.md, generator.onnx,
-the sample grid and index.html, a page that draws digits in the browser.
+the sample grid and index.html, a page that draws digits in the browser. The generator's file records the
+normalization that maps it to pixels, so this stage tracks no prepare params.
 """
 
 from wgan import paths
 from wgan.config import load_section, to_dict
-from wgan.data.model_file import load_model
 from wgan.export.folder import read_metrics, write_export
-from wgan.models.conditional import ConditionalGenerator
-from wgan.models.networks import Generator
+from wgan.images.generate import load_generator
 from wgan.paths import rerun
 from wgan.stage import run_stage
 
 
 def main() -> None:
-    params = {name: to_dict(load_section(name)) for name in ("prepare", "train", "evaluate")}
+    params = {name: to_dict(load_section(name)) for name in ("train", "evaluate")}
     path, writer = paths.scored_generator(params["evaluate"]["generator"])
-    generator = load_model(path, (Generator, ConditionalGenerator), rerun(writer))
+    generator, norm = load_generator(path, rerun(writer))
     metrics = read_metrics(paths.EVAL_METRICS)
-    norm = (params["prepare"]["mean"], params["prepare"]["std"])
     sizes = write_export(generator, norm, metrics, params, path.as_posix(), paths.EXPORT)
     print(f"exported {path} to {paths.EXPORT}/, {sum(sizes.values()) / 1e6:.2f} MB:")
     for name, size in sizes.items():

@@ -32,14 +32,14 @@ def random_generator(conditional: bool, seed: int = 0) -> Generator | Conditiona
     return generator.eval()
 
 
-def write_inputs(root: Path, conditional: bool, seed: int = 0) -> Path:
-    """A folder with what the export stage reads: params.yaml (small train section), the marker, a generator,
-    the evaluate stage's metrics."""
+def write_inputs(root: Path, conditional: bool, seed: int = 0, norm: tuple[float, float] = (0.5, 0.5)) -> Path:
+    """A folder with what the export stage reads: params.yaml (small train section), a generator trained in
+    normalization ``norm`` (its file records it), the evaluate stage's metrics."""
     train = {"latent_dim": LATENT, "g_hidden": list(HIDDEN), "conditional": conditional}
     params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": train, "evaluate": {}}
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    save_model(random_generator(conditional, seed), root / "models/generator.pt")
+    save_model(random_generator(conditional, seed), root / "models/generator.pt", norm)
     (root / "results/eval").mkdir(parents=True, exist_ok=True)
     (root / "results/eval/metrics.json").write_text(json.dumps(METRICS))
     return root

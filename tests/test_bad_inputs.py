@@ -166,7 +166,7 @@ def eval_inputs(ws: Path) -> None:
 
 def export_inputs(ws: Path) -> None:
     """A small generator and the evaluate stage's metrics: what the export stage reads."""
-    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt")
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt", (0.5, 0.5))
     write_json(ws / "results/eval/metrics.json", {"fid": 1.0, "fid_floor": 0.5})
 
 
@@ -466,7 +466,6 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
-@pytest.mark.slow  # each case starts the stage's script
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_clear_line(case: Case, workspace: Path):
     case.setup(workspace)

@@ -25,7 +25,7 @@ from wgan.models.networks import Generator
 from wgan.models.sampling import balanced_digits
 
 NORM = (0.45, 0.6)  # not the default 0.5 / 0.5: a normalization dropped on the way shows
-PARAMS = {"prepare": {"mean": NORM[0], "std": NORM[1]}, "train": {"latent_dim": LATENT}, "evaluate": {"n_samples": 9}}
+PARAMS = {"train": {"latent_dim": LATENT}, "evaluate": {"n_samples": 9}}
 
 
 def _inputs(generator: Generator | ConditionalGenerator, n: int, seed: int = 1) -> tuple[torch.Tensor, ...]:

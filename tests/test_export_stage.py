@@ -44,13 +44,11 @@ def _sample(cwd: Path, model: Path, out: Path) -> subprocess.CompletedProcess[st
 
 
 def test_two_processes_write_the_same_bytes_and_wgan_sample_reads_the_folder(tmp_path: Path) -> None:
-    """The same inputs in two workspaces: identical folders. `wgan sample --model <folder>`, run where no
-    params.yaml is, draws the same PNG as `--model models/generator.pt` in the workspace (normalization 0.45 / 0.6):
-    the folder carries its normalization."""
+    """The same inputs in two workspaces: identical folders. `wgan sample --model <folder>` draws the same PNG
+    as `--model models/generator.pt`, whose file records the normalization 0.45 / 0.6: the folder carries it."""
     folders = []
     for name in ("a", "b"):
-        ws = write_inputs(tmp_path / name, conditional=True)
-        edit_params(ws, prepare={"mean": 0.45, "std": 0.6})
+        ws = write_inputs(tmp_path / name, conditional=True, norm=(0.45, 0.6))
         done = run_stage_script("export", ws)
         assert done.returncode == 0, done.stderr
         folders.append(ws / paths.EXPORT)
@@ -90,7 +88,7 @@ def test_an_unwritable_models_folder_is_one_line_and_keeps_the_last_export(tmp_p
     ws = write_inputs(tmp_path, conditional=False)
     assert run_stage_script("export", ws).returncode == 0
     before = _folder_bytes(ws / paths.EXPORT)
-    save_model(random_generator(False, seed=5), ws / "models/generator.pt")  # a new generator to export
+    save_model(random_generator(False, seed=5), ws / "models/generator.pt", (0.5, 0.5))  # a new generator to export
     if not _immutable(ws / "models", True):
         pytest.skip("cannot make a folder unwritable here: chattr +i needs root on a file system that has it")
     try:
@@ -145,7 +143,7 @@ def test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_o
 
     param("train", "lr", 1e-4, True)
     param("evaluate", "seed", 3, True)
-    param("prepare", "std", 0.25, True)
+    param("prepare", "std", 0.25, False)  # the generator's file records its normalization
     param("render", "nrow", 4, False)
     param("quality", "seed", 3, False)
     edit("src/wgan/export/card.py", True)
@@ -157,7 +155,7 @@ def test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_o
     assert not _changed(repo)
 
     weights = (repo / paths.EXPORT / "model.safetensors").read_bytes()
-    save_model(random_generator(True, seed=7), repo / paths.GENERATOR)
+    save_model(random_generator(True, seed=7), repo / paths.GENERATOR, (0.5, 0.5))
     assert _changed(repo)
     assert ran_stages(dvc(repo, "repro", "--single-item", "export").stdout) == {"export"}
     assert (repo / paths.EXPORT / "model.safetensors").read_bytes() != weights

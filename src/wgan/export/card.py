@@ -85,7 +85,8 @@ def model_card(
 
 {kind} MLP generator (latent size {latent}, hidden widths {config["hidden"]}) trained by the
 wgan pipeline (a DVC project: WGAN on MNIST) and exported from `{source}`: a standard-normal latent in, a
-28x28 grey image out, in pixel space [0, 1] (`round(255 * x)` is the 8-bit grey level).
+28x28 grey image out, in pixel space [0, 1] (`round(255 * x)` is the 8-bit grey level; it was trained on pixels
+normalized as `(x - {config["mean"]:g}) / {config["std"]:g}`, which `config.json` records).
 
 ![100 samples of this generator](samples.png)
 
