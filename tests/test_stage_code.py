@@ -110,12 +110,16 @@ def test_dvcignore_keeps_bytecode_out_of_the_deps() -> None:
     assert "__pycache__/" in (REPO / ".dvcignore").read_text().split()
 
 
+# The copy's own code computes its fingerprint, once per line read: it hashes the files as they are on disk at
+# that moment, so one process (one torch import) serves every edit below.
 FINGERPRINT = """
+import sys
 import torch
 from wgan.config import parse_section
 from wgan.paths import TrainPaths
 from wgan.training.checkpoint import run_fingerprint
-print(run_fingerprint(parse_section("train", {}), TrainPaths(), torch.device("cpu"))["code"])
+for _ in sys.stdin:
+    print(run_fingerprint(parse_section("train", {}), TrainPaths(), torch.device("cpu"))["code"], flush=True)
 """
 
 
@@ -129,13 +133,23 @@ def test_the_checkpoint_fingerprint_hashes_exactly_the_train_stage_deps(tmp_path
     for name in ("train.pt", "test.pt"):
         (tmp_path / "data/prepared" / name).write_bytes(b"stand-in data")
 
+    env = {"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin"}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", FINGERPRINT], cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    hasher = start()
+
     def code_hash() -> str:
-        env = {"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin"}
-        done = subprocess.run(
-            [sys.executable, "-c", FINGERPRINT], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        assert hasher.stdin is not None and hasher.stdout is not None
+        hasher.stdin.write("\n")
+        hasher.stdin.flush()
+        line = hasher.stdout.readline().strip()
+        assert line, "the fingerprint process died"
+        return line
 
     def edit(rel: str, old: str, new: str) -> None:
         path = tmp_path / rel
@@ -158,9 +172,12 @@ def test_the_checkpoint_fingerprint_hashes_exactly_the_train_stage_deps(tmp_path
         after = code_hash()
         assert after != before, f"editing {rel} kept old checkpoints resumable"
         before = after
+    hasher.communicate(timeout=60)
     new_module = tmp_path / "src/wgan/training/new_helper.py"
     new_module.write_text("X = 1\n")
+    hasher = start()  # a run lists its dep folders once: a new process sees the new file
     assert code_hash() != before  # a new file in a dep folder is a code change too
+    hasher.communicate(timeout=60)
 
 
 @pytest.mark.slow
