@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, dvc, run_cmd, stage_env, wgan_command
 from scipy import stats
 
-from wgan.commands.compare import collect_runs, compare, compare_experiments, format_estimate
+from wgan.commands.compare import collect_runs, compare, compare_experiments, format_estimate, report
 from wgan.commands.main import main
 from wgan.commands.stats import Estimate, mean_ci, welch_p
 from wgan.errors import UserError
@@ -239,6 +239,32 @@ def test_grouping_from_rows_with_prefixed_columns_and_missing_metrics() -> None:
     ]
     assert result.duplicates == 1
     assert result.groups[1].estimates["fid"].mean == 11.0
+
+
+def test_seeds_are_never_pooled_across_devices_or_precision_modes() -> None:
+    """run.device and run.precision (text in dvclive/metrics.json) split groups like a param; a run without them
+    (from before they were recorded) is its own group; the report says why in one line."""
+    cpu = {"dvclive/metrics.json:run.device": "cpu", "run.precision": "fp32"}
+    gpu = {"dvclive/metrics.json:run.device": "cuda (NVIDIA H200)", "run.precision": "tf32"}
+    rows = [
+        row("a", 0.0, 1e-4, 10.0, **cpu),
+        row("b", 1.0, 1e-4, 12.0, **cpu),
+        row("c", 0.0, 1e-4, 30.0, **gpu),  # seed 0 again, on the GPU: not a rerun of a, another group
+        row("d", 1.0, 1e-4, 32.0, **gpu),
+        row("e", 2.0, 1e-4, 50.0),  # before the record: neither a CPU nor a GPU replicate
+    ]
+    runs, skipped, _ = collect_runs(rows, {"train.seed", "train.lr", "train.g_hidden"}, ["fid"])
+    result = compare(runs, ["fid"], skipped)
+    assert result.differing == ["run.device", "run.precision"] and result.duplicates == 0
+    assert [([r.name for r in g.runs], g.config["run.device"]) for g in result.groups] == [
+        (["a", "b"], "cpu"),
+        (["c", "d"], "cuda (NVIDIA H200)"),
+        (["e"], "unrecorded"),
+    ]
+    assert [g.estimates["fid"].mean for g in result.groups] == [11.0, 31.0, 50.0]
+    assert "Runs on another device or precision mode are other groups" in report(result)
+    same = compare(collect_runs(rows[:2], {"train.seed", "train.lr", "train.g_hidden"}, ["fid"])[0], ["fid"])
+    assert same.differing == [] and "another device" not in report(same)
 
 
 def test_an_unknown_seed_param_is_a_user_error() -> None:

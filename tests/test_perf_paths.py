@@ -18,8 +18,9 @@ import yaml
 from conftest import REPO
 
 from wgan.config import TrainConfig, parse_section
+from wgan.models.conditional import build_conditional_models
 from wgan.models.networks import build_models
-from wgan.training.cuda_graphs import make_step, restore_state, save_state
+from wgan.training.cuda_graphs import EagerRecorder, GraphedStep, make_capturable, make_step, restore_state, save_state
 from wgan.training.step import M_CRITIC, M_GENERATOR, WGANStep
 
 BENCHMARKS = REPO / "benchmarks"
@@ -81,8 +82,102 @@ def test_cuda_graphs_are_refused_where_they_cannot_work() -> None:
     cfg = _cfg()
     generator, critic = build_models(cfg, torch.device("cpu"))
     assert type(make_step(cfg, generator, critic, torch.Generator())) is WGANStep  # auto: eager on the CPU
-    with pytest.raises(ValueError, match="CUDA graphs need"):
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         make_step(cfg, generator, critic, torch.Generator(), graphs=True)
+
+
+class CountingRecorder(EagerRecorder):
+    """The eager recorder, counting what the step warms up and records."""
+
+    def __init__(self) -> None:
+        self.warm_ups, self.records = 0, 0
+
+    def warm_up(self, body: Any) -> None:
+        self.warm_ups += 1
+        super().warm_up(body)
+
+    def record(self, body: Any) -> Any:
+        self.records += 1
+        return super().record(body)
+
+
+GRAPHED_CONFIGS = {  # the tutorial's clipping loop, a recipe-like WGAN-GP one, the conditional one
+    "clipping-n_critic-3": {"n_critic": 3},
+    "gp-adam-n_critic-1-ema": {"loss": "wgan-gp", "optimizer": "adam", "n_critic": 1, "ema_decay": 0.9},
+    "conditional-gp-n_critic-2-ema": {
+        "loss": "wgan-gp", "optimizer": "adam", "n_critic": 2, "ema_decay": 0.9, "conditional": True, "n_fixed": 10,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", GRAPHED_CONFIGS.values(), ids=GRAPHED_CONFIGS.keys())
+def test_graphed_bodies_compute_the_eager_iteration(overrides: dict[str, Any]) -> None:
+    """What GraphedStep records (run here by the eager recorder, on the CPU) is the eager step, bit for bit:
+    losses, weights, the averaged generator (moved in the graph by a weight on the device; ema_start at iteration
+    3) and the digits of a conditional run (a static input), warm-ups and their undo included (the first capture,
+    and a second after a resume at iteration 5)."""
+    cfg = _cfg(lr=1e-3, **overrides)
+    build = build_conditional_models if cfg.conditional else build_models
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.rand(32, 1, 28, 28, generator=g) * 2 - 1 for _ in range(7)]
+    labels = [torch.randint(10, (32,), generator=g) if cfg.conditional else None for _ in batches]
+
+    def run(graphed: bool) -> tuple[list[tuple[float, float]], list[torch.Tensor]]:
+        generator, critic = build(cfg, torch.device("cpu"))
+        noise = torch.Generator().manual_seed(0)
+        step = (
+            GraphedStep(cfg, generator, critic, noise, ema_start_iteration=3, recorder=CountingRecorder())
+            if graphed
+            else WGANStep(cfg, generator, critic, noise, ema_start_iteration=3)
+        )
+        losses = []
+        for i, (real, digits) in enumerate(zip(batches, labels, strict=True)):
+            step(real, i, digits)
+            metrics = step.take_metrics()
+            losses.append((metrics[M_CRITIC], metrics.get(M_GENERATOR, math.nan)))
+            if i == 4:  # a resume past ema_start: captured again, its warm-up moves the average and is undone
+                step.load_state_dict(step.state_dict())
+        average = list(step.ema.model.state_dict().values()) if step.ema is not None else []
+        return losses, [*_weights(step), *average]
+
+    (eager_losses, eager_weights), (graphed_losses, graphed_weights) = run(False), run(True)
+    assert graphed_losses == eager_losses
+    _assert_equal(graphed_weights, eager_weights)
+
+
+def test_one_graph_per_iteration_with_n_critic_1_else_two() -> None:
+    """The recipes (n_critic 1) replay one graph an iteration; the tutorial's critic and generator updates two."""
+    for n_critic, parts in ((1, 1), (5, 2)):
+        cfg = _cfg(n_critic=n_critic)
+        recorder = CountingRecorder()
+        step = GraphedStep(cfg, *build_models(cfg, torch.device("cpu")), torch.Generator(), recorder=recorder)
+        _train(step, _batches(3))
+        assert (recorder.records, recorder.warm_ups) == (parts, 3 * parts)  # captured once, three warm-ups each
+        step.load_state_dict(step.state_dict())
+        _train(step, _batches(1), first=3)
+        assert recorder.records == 2 * parts  # a loaded state is captured again
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.RMSprop])
+def test_make_capturable_moves_saved_step_counts_to_the_params_device(optimizer: Any) -> None:
+    """A checkpoint of an eager run holds its step counts on the CPU; loaded for a graphed run they must move to
+    the params' device (here 'meta', standing in for a GPU), or the first capturable step fails its device check."""
+    cpu_params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    eager = optimizer(cpu_params, lr=1e-3, foreach=False)  # an eager, non-capturable run: counts on the CPU
+    for _ in range(2):
+        sum(p.square().sum() for p in cpu_params).backward()
+        eager.step()
+    saved = eager.state_dict()
+    params = [torch.nn.Parameter(torch.empty_like(p, device="meta")) for p in cpu_params]
+    resumed = optimizer(params, lr=1e-3)
+    resumed.load_state_dict(saved)
+    assert all(resumed.state[p]["step"].device.type == "cpu" for p in params)  # what torch leaves behind
+    make_capturable(resumed)
+    assert all(group["capturable"] for group in resumed.param_groups)
+    for p in params:
+        step = resumed.state[p]["step"]
+        assert step.device == p.device and step.dtype == torch.float32 and step.shape == ()
+    assert all(saved["state"][i]["step"].item() == 2 for i in range(2))  # the saved counts themselves are kept
 
 
 def test_bf16_steps_are_finite_and_close_to_fp32() -> None:

@@ -41,7 +41,7 @@ from wgan.fileio import torch_load_safe
 from wgan.models.networks import Critic, Generator
 from wgan.progress import model_summary
 from wgan.training.batches import batch_indices
-from wgan.training.live import M_HELDOUT, M_RATE
+from wgan.training.live import M_HELDOUT, M_RATE, run_record
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_GP, M_WASSERSTEIN
 
 # --- one step: gradient flow, clipping, schedule, metrics -------------------------------------------------------
@@ -163,7 +163,14 @@ def test_outputs_and_metrics_are_sane(tmp_path: Path, monkeypatch: pytest.Monkey
         assert math.isfinite(summary[group][key]), name
         assert (root / f"dvclive/plots/metrics/{name}.tsv").is_file(), name
     assert summary["train"]["gradient_penalty"] > 0 and summary["perf"]["iters_per_sec"] > 0
+    assert summary["run"] == {"device": "cpu", "precision": "bf16"}  # text entries, for dvc exp show
+    assert not (root / "dvclive/plots/metrics/run").exists()  # no curve of them
     assert not list(root.glob("dvclive/dvc.yaml"))  # the lead declares the plots in the project's dvc.yaml
+
+
+def test_the_run_record_names_the_precision_mode() -> None:
+    assert run_record(torch.device("cpu"), "fp32") == {"run/device": "cpu", "run/precision": "fp32"}
+    assert run_record(torch.device("cpu"), "bf16") == {"run/device": "cpu", "run/precision": "bf16"}
 
 
 def test_same_seed_gives_bit_identical_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,10 @@
 """Which device to train on: the fastest one present, unless ``WGAN_DEVICE`` says otherwise.
 
-The device is deliberately not a tracked param: it changes speed, not the experiment, so moving
-a run from a laptop to a GPU box must not invalidate DVC's cache.
+The device is not a tracked param, so moving the project to a GPU box does not by itself rerun a stage. It does
+change the experiment: a CUDA run draws its random streams from Philox where the CPU uses MT19937, and its fp32
+matmuls run in TF32, so the same params give another run. The train stage therefore records the device and
+precision mode in its metrics (``wgan.training.live.run_record``), ``wgan compare`` never pools seeds across
+them, and a checkpoint resumes only on the device type that wrote it (``wgan.training.checkpoint``).
 """
 
 from __future__ import annotations

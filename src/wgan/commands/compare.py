@@ -5,6 +5,10 @@ lists them; ``num`` commits back along the first parents, as ``dvc exp show --nu
 are equal except ``train.seed`` form a group: the seeds are replicates of one configuration. Each group gets,
 per metric, the mean and its 95% confidence interval; each pair of groups gets Welch's t-test, and a
 difference with p > 0.05 is marked as within seed noise.
+
+The device and precision mode a run trained on (``run.device``, ``run.precision`` in ``dvclive/metrics.json``,
+``wgan.training.live``) count as params here: a CUDA run draws other random numbers and multiplies in TF32, so
+seeds are never pooled across them, and a run from before they were recorded is its own group ("unrecorded").
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from typing import Any
 
 from wgan.commands.stats import ALPHA, CONFIDENCE, Estimate, mean_ci, welch_p, within_noise
 from wgan.errors import UserError, one_line
+from wgan.training.live import RUN_RECORD
 
 HEADLINE_METRICS = ("fid", "precision", "recall")  # the evaluate stage's quality and diversity, read together
 SEED_PARAM = "train.seed"
 FINISHED_STATES = (None, "Success")  # dvc exp show's State: empty for a committed experiment, else Queued, Running...
 META_COLUMNS = frozenset({"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"})
 PARAM_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".py")  # a "file:key" column from one of these is a param
+RECORD_COLUMNS = tuple(name.replace("/", ".") for name in RUN_RECORD)  # as dvc exp show names nested keys
+UNRECORDED = "unrecorded"  # a run from before the device was recorded
 SWEEP_HINT = (
     "queue a seed-replicated sweep, e.g. `dvc exp run --queue -S 'train.seed=0,1,2' -S 'train.lr=5e-5,1e-4'` "
     "and `dvc queue start` (see docs/experiments.md)"
@@ -135,6 +142,7 @@ def collect_runs(
         return [], len(experiments), []
     chosen = [resolve_column(m, metric_cols, "metric", "--metric") for m in metrics]
     seed_col = resolve_column(seed_param, param_cols, "param", "--seed-param")
+    record_cols = {name: col for name in RECORD_COLUMNS for col in columns if col == name or col.endswith(f":{name}")}
     runs, skipped = [], 0
     for row in experiments:
         values = {col: _number(row.get(col)) for col in chosen}
@@ -143,10 +151,16 @@ def collect_runs(
         if unfinished or any(v is None or math.isnan(v) for v in values.values()):
             skipped += 1
             continue
-        config = tuple(sorted((c, row.get(c)) for c in param_cols if c != seed_col))
+        record = [(name, _text(row.get(col))) for name, col in record_cols.items()]
+        config = tuple(sorted([*((c, row.get(c)) for c in param_cols if c != seed_col), *record]))
         name = str(row.get("Experiment") or row.get("rev"))
         runs.append(Experiment(name, row.get(seed_col), config, dict(zip(metrics, values.values(), strict=True))))
     return runs, skipped, chosen
+
+
+def _text(value: Any) -> str:
+    """A recorded device or precision; a run without one (missing, or DVC's '!') is unrecorded."""
+    return value if isinstance(value, str) and value not in ("", "!") else UNRECORDED
 
 
 def group_label(index: int) -> str:
@@ -240,6 +254,11 @@ def report(result: Comparison, markdown: bool = False) -> str:
     )
     if not result.differing:
         lines.append("All experiments have the same params but the seed: one group.")
+    if set(RECORD_COLUMNS) & set(result.differing):
+        lines.append(
+            "Runs on another device or precision mode are other groups (run.device, run.precision): a CUDA run draws "
+            "other random numbers and multiplies in TF32, so its seeds are not replicates of a CPU run's."
+        )
     # A pair with a one-seed group has no test: listing it would print only n/a, and a sweep of many one-seed
     # variants would bury the few real tests under them.
     single = [g.label for g in result.groups if len(g.runs) < 2]

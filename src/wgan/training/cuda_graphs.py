@@ -1,15 +1,40 @@
-"""The CUDA-graph training step, and ``make_step``: the graphed step where it works, else the eager one.
+"""The training iteration recorded once and replayed as CUDA graphs, and ``make_step``: graphs where they work.
 
-At batch 64 a GPU spends most of an eager iteration launching ~100 small kernels; replaying a recorded
-graph launches them all at once. The graphed iteration is the eager one (``wgan.training.step``) recorded, so it
-computes the same math; ``benchmarks/gpu_check.sh`` checks that on a GPU. CI has no GPU: all code that
-only a GPU runs lives here; ``save_state``/``restore_state`` (the warm-up undo) are tested on the CPU.
+A recipe iteration on a GPU is a few hundred kernels of a few microseconds: launching them one by one from Python
+bounds it, not arithmetic. ``torch.cuda.graph`` records every kernel of the eager iteration (``wgan.training.step``)
+once; a replay launches them all at once. What is recorded (``GraphedStep``):
+
+* with ``n_critic`` 1 (the recipes): one graph, the whole iteration (critic update, generator update, the
+  averaged generator's update); else two: the critic update (every iteration) and the generator update with the
+  average's (every ``n_critic``-th);
+* the critic update with its gradient penalty: ``torch.autograd.grad(create_graph=True)`` then ``backward()`` are
+  kernels like any other (``make_graphed_callables`` and ``torch.compile`` refuse the double backward; a plain
+  capture does not); the interpolation weights, latents and fake digits are drawn inside the graph from the
+  step's noise generator, registered with the graph, so each replay draws fresh numbers and advances the stream
+  exactly as the eager step would;
+* conditional runs: the real batch's digits are a static input beside the images; nothing in the models syncs
+  with the host (the digits index ``nn.Embedding`` tables, no ``one_hot``, no boolean mask, no ``.item()``);
+* the average's update, ``lerp`` of the live weights by a weight held on the device (1 before ``train.ema_start``:
+  ``lerp`` by 1 gives the live weights exactly, which is the eager step's copy).
+
+Capture rules (PyTorch's "CUDA Graphs" notes): static shapes and addresses (inputs are copied into static
+tensors before each replay); no host sync inside (optimizers ``capturable``: step counts on the device);
+a few warm-up iterations on the side stream the graphs are then captured on, so autograd's lazy setup, the
+optimizer state and cuBLAS workspaces exist outside the graphs and autograd tags its gradient accumulation to
+that stream. The warm-up's effect is undone (weights, optimizer state, metric sums, the average, the noise stream),
+so a replayed run continues the eager one exactly. Metric sums accumulate on the device inside the graphs and are
+read every ``log_every`` iterations (``WGANStep.take_metrics``).
+
+Under several processes the step stays eager: the gradient all-reduce is not recorded (docs/distributed.md).
+CI has no GPU: the recording runs through a ``Recorder``; ``EagerRecorder`` runs the very same bodies eagerly on
+the CPU, so tests check the graphed iteration's math and bookkeeping against ``WGANStep`` there.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -19,10 +44,60 @@ from wgan.training.distributed import ALONE, World
 from wgan.training.step import WGANStep
 
 SavedState = tuple[list[torch.Tensor], dict[int, list[torch.Tensor]], torch.Tensor]
+WARM_UP = 3  # eager iterations before capture (PyTorch's examples use 3; DDP needs 11, not used here)
+
+
+class Replayable(Protocol):
+    def replay(self) -> None: ...
+
+
+class Recorder(Protocol):
+    """Where the bodies run: warm-up and capture (``CudaRecorder``), or as they are (``EagerRecorder``)."""
+
+    def warm_up(self, body: Callable[[], None]) -> None: ...
+
+    def record(self, body: Callable[[], None]) -> Replayable: ...
+
+
+class CudaRecorder:
+    """Warm-up and capture on one side stream of ``device``; every graph draws from ``noise`` (registered)."""
+
+    def __init__(self, device: torch.device, noise: torch.Generator) -> None:
+        self.device, self.noise = device, noise
+        self.stream = torch.cuda.Stream(device)
+
+    def warm_up(self, body: Callable[[], None]) -> None:
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream):
+            body()
+        current.wait_stream(self.stream)
+
+    def record(self, body: Callable[[], None]) -> Replayable:
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.noise)  # replays draw fresh numbers and advance the stream
+        with torch.cuda.graph(graph, stream=self.stream):  # the warm-up's stream
+            body()
+        return graph
+
+
+class _Eager:
+    def __init__(self, body: Callable[[], None]) -> None:
+        self.replay = body
+
+
+class EagerRecorder:
+    """Runs the bodies as they are: the graphed iteration's math and bookkeeping, checkable on a CPU."""
+
+    def warm_up(self, body: Callable[[], None]) -> None:
+        body()
+
+    def record(self, body: Callable[[], None]) -> Replayable:
+        return _Eager(body)
 
 
 class GraphedStep(WGANStep):
-    """Replays the critic update (every iteration) and the generator update (every ``n_critic``-th) as graphs."""
+    """The eager step's iteration replayed as one graph (``n_critic`` 1) or two (critic; generator + average)."""
 
     def __init__(
         self,
@@ -31,75 +106,108 @@ class GraphedStep(WGANStep):
         critic: Critic,
         noise: torch.Generator,
         ema_start_iteration: int = 0,
+        recorder: Recorder | None = None,
     ) -> None:
         super().__init__(cfg, generator, critic, noise, ema_start_iteration=ema_start_iteration)
-        self._graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
+        self.recorder = recorder if recorder is not None else CudaRecorder(self.device, noise)
+        self._parts: list[Replayable] | None = None  # [whole iteration] or [critic update, generator update]
         self._static_real = torch.empty(0, device=self.device)
-        self._make_capturable()
-
-    def _make_capturable(self) -> None:
-        """Optimizer steps that a graph can record: step counts on the device, no host sync."""
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["capturable"] = True
+        self._static_labels: torch.Tensor | None = None
+        self._ema_weight = torch.ones((), device=self.device)  # the average's lerp weight, read by the graph
+        self._ema_weight_set: float | None = None
+        if self.device.type == "cuda":
+            make_capturable(self.opt_g, self.opt_d)
 
     def __call__(self, real: torch.Tensor, iteration: int, labels: torch.Tensor | None = None) -> None:
-        """Copy the batch into the captured input, replay one or both updates (never conditional: no labels)."""
-        if self._graphs is None or self._static_real.shape != real.shape:
-            self._capture(real)
-        assert self._graphs is not None
+        """Copy the batch (and digits) into the recorded inputs, then replay this iteration's updates."""
+        if self._parts is None or self._static_real.shape != real.shape:
+            self._capture(real, labels)
+        assert self._parts is not None
         self._static_real.copy_(real)
-        self._graphs[0].replay()
+        if self._static_labels is not None and labels is not None:
+            self._static_labels.copy_(labels)
+        generator_turn = iteration % self.cfg.n_critic == 0
+        if generator_turn and self.ema is not None:
+            self._set_ema_weight(self.ema.weight(iteration))
+        self._parts[0].replay()
         self.critic_count += 1
-        if iteration % self.cfg.n_critic == 0:
-            self._graphs[1].replay()
+        if generator_turn:
+            if len(self._parts) > 1:
+                self._parts[1].replay()
             self.generator_count += 1
             if self.ema is not None:
-                self.ema.update(iteration)  # eager, after the replay: the average is not part of the graph
+                self.ema.moved()
 
-    def _capture(self, real: torch.Tensor) -> None:
-        """Record the critic update and the generator update as two CUDA graphs.
+    def _set_ema_weight(self, weight: float) -> None:
+        """One fill on the device when the weight changes (at ``train.ema_start``), none otherwise."""
+        if weight != self._ema_weight_set:
+            self._ema_weight.fill_(weight)
+            self._ema_weight_set = weight
 
-        PyTorch's recipe: a few eager iterations on a side stream first, so that the optimizer state, cuBLAS
-        workspaces and autograd's lazy setup exist outside the graphs. Their effect on the weights, optimizer
-        state, metric sums and the noise stream is then undone, so replaying continues the eager run exactly.
-        Everything runs under the step's own device: ``torch.cuda.graph`` captures on a side stream of the
+    # ------------------------------------------------------------------ what the graphs record
+    def _critic_body(self) -> None:
+        self._critic_update(self._static_real, self._static_labels)
+
+    def _generator_body(self) -> None:
+        self._generator_update(self._static_real.shape[0])
+        if self.ema is not None:
+            self.ema.lerp_(self._ema_weight)
+
+    def _whole_body(self) -> None:
+        self._critic_body()
+        self._generator_body()
+
+    def bodies(self) -> Sequence[Callable[[], None]]:
+        """The recorded callables: one iteration with ``n_critic`` 1, else the critic's and the generator's."""
+        if self.cfg.n_critic == 1:
+            return [self._whole_body]
+        return [self._critic_body, self._generator_body]
+
+    def _capture(self, real: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Warm up on the recorder's stream, undo the warm-up, then record each body.
+
+        On CUDA everything runs under the step's own device: ``torch.cuda.graph`` captures on a stream of the
         *current* device, which is cuda:0 unless set, while the tensors may live on cuda:N.
         """
-        n = real.shape[0]
-        with torch.cuda.device(self.device):
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
             self._static_real = real.detach().clone()
+            self._static_labels = None if labels is None else labels.detach().clone()
             saved = save_state(self)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self._critic_update(self._static_real)
-                    self._generator_update(n)
-            torch.cuda.current_stream(self.device).wait_stream(side)
+            for _ in range(WARM_UP):
+                for body in self.bodies():
+                    self.recorder.warm_up(body)
             restore_state(self, saved)
-            captured = []
-            for update in (
-                functools.partial(self._critic_update, self._static_real),
-                functools.partial(self._generator_update, n),
-            ):
-                graph = torch.cuda.CUDAGraph()
-                graph.register_generator_state(self.noise)  # replays draw fresh noise and advance the stream
-                with torch.cuda.graph(graph):
-                    update()
-                captured.append(graph)
-        self._graphs = (captured[0], captured[1])
+            self._parts = [self.recorder.record(body) for body in self.bodies()]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._make_capturable()
-        self._graphs = None  # the optimizer state tensors were replaced: capture again at the next step
+        if self.device.type == "cuda":
+            make_capturable(self.opt_g, self.opt_d)  # the loaded groups say what the saving run used
+        self._parts = None  # the optimizer state tensors were replaced: capture again at the next step
+
+
+def make_capturable(*optimizers: torch.optim.Optimizer) -> None:
+    """Optimizer steps that a graph can record: ``capturable`` groups, their step counts on the params' devices.
+
+    A checkpoint of an eager run (several processes, or ``graphs=False``) holds its step counts on the CPU, and
+    ``load_state_dict`` keeps them there for a group that was not capturable when saved; the first capturable
+    Adam or RMSprop step would then fail its check that every step count lives on the device. Float32, as torch
+    creates them for capturable groups.
+    """
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["capturable"] = True
+            for p in group["params"]:
+                state = opt.state.get(p, {})
+                step = state.get("step")
+                if isinstance(step, torch.Tensor) and (step.device != p.device or step.dtype != torch.float32):
+                    state["step"] = step.to(device=p.device, dtype=torch.float32)
 
 
 def _state_tensors(step: WGANStep) -> list[torch.Tensor]:
     """Everything a training step changes in place, optimizer state aside."""
-    models_state = [*step.generator.state_dict().values(), *step.critic.state_dict().values()]
-    return [*models_state, step.critic_sums, step.generator_sum]
+    models = [step.generator, step.critic] + ([step.ema.model] if step.ema is not None else [])
+    return [*(t for m in models for t in m.state_dict().values()), step.critic_sums, step.generator_sum]
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -139,17 +247,14 @@ def make_step(
 ) -> WGANStep:
     """The step for this run: replayed as CUDA graphs where that works (``graphs=None``: auto), else eager.
 
-    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph), no double
-    backward (loss ``wgan``), no labels (not conditional) and one process (the gradient all-reduce is not
-    recorded); ``graphs=True`` where that does not hold is an error, ``False`` opts out.
+    Graphs need a CUDA device, the noise drawn on it (a CPU draw would be frozen into the graph) and one process
+    (the gradient all-reduce is not recorded); ``graphs=True`` where that does not hold is an error, ``False``
+    opts out. The CPU always gets the eager step.
     """
     device = next(generator.parameters()).device
-    can_graph = device.type == "cuda" and noise.device.type == "cuda" and cfg.loss == "wgan" and not cfg.conditional
-    can_graph = can_graph and world.world_size == 1
+    can_graph = device.type == "cuda" and noise.device.type == "cuda" and world.world_size == 1
     if graphs and not can_graph:
-        raise ValueError(
-            "CUDA graphs need a CUDA device, a CUDA noise generator, loss 'wgan', no conditional and one process"
-        )
+        raise ValueError("CUDA graphs need a CUDA device, a CUDA noise generator and one process")
     if not (can_graph if graphs is None else graphs):
         return WGANStep(cfg, generator, critic, noise, world, ema_start_iteration)
     return GraphedStep(cfg, generator, critic, noise, ema_start_iteration)

@@ -57,6 +57,23 @@ class AveragedGenerator:
             torch._foreach_lerp_(self._average, self._live, 1.0 - self.decay)
         self._stale = True
 
+    def weight(self, iteration: int) -> float:
+        """The lerp weight of ``update(iteration)``: 1 (a copy) before the start, else ``1 - decay``."""
+        return 1.0 if iteration < self.start else 1.0 - self.decay
+
+    @torch.no_grad()
+    def lerp_(self, weight: torch.Tensor) -> None:
+        """``update`` with the weight read from a tensor: what a CUDA graph records (``training.cuda_graphs``).
+
+        ``lerp`` by 1 gives the live weights exactly (torch computes ``end - (end - start) * (1 - weight)`` for
+        weights of 0.5 and more), so one recorded kernel does both the copy and the move.
+        """
+        torch._foreach_lerp_(self._average, self._live, weight)
+
+    def moved(self) -> None:
+        """Say that the average moved outside ``update`` (a graph replay): its statistics are stale."""
+        self._stale = True
+
     @torch.no_grad()
     def ready(self, autocast: Callable[[], Any]) -> Generator:
         """The averaged generator in eval mode, its BatchNorm statistics recomputed for its weights if stale."""

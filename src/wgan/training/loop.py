@@ -52,7 +52,7 @@ from wgan.training.cuda_graphs import make_step
 from wgan.training.distributed import ALONE, World, use_global_batchnorm
 from wgan.training.inputs import fixed_inputs, iterations_per_epoch, load_splits
 from wgan.training.keep import keep, sync_kept
-from wgan.training.live import M_HELDOUT, M_RATE, Live, Rate
+from wgan.training.live import M_HELDOUT, M_RATE, Live, Rate, run_record
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
 BAR_FIELDS = (("D", M_CRITIC), ("G", M_GENERATOR), ("W", M_WASSERSTEIN))  # the progress bar's metrics
@@ -133,7 +133,8 @@ class Run:
         self.saved_time = time.monotonic()  # when it was saved (or the run started): train.checkpoint_minutes
         self.saved_state: dict[str, Any] = {}  # what rank 0 saved last, marked finished once the outputs exist
         self.finite_at = self.state.iteration  # the last iteration at which losses and state were seen finite
-        self.live = Live(paths.live_dir, history or []) if world.is_main else None
+        record = run_record(device, cfg.precision)  # after make_step: it sets TF32 on CUDA
+        self.live = Live(paths.live_dir, history or [], record) if world.is_main else None
         self.rate = Rate(self.state.iteration)
         self.bar = progress(self.total, self.state.iteration, world.is_main)
 
