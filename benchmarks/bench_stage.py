@@ -67,12 +67,16 @@ def wall(tree: Path, workdir: Path, iters: int, bare_step: bool) -> float:
     """Seconds from process start to exit of one stage run (or of the bare step loop) of ``iters`` iterations."""
     project(tree, workdir, iters)
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}:{ROOT / 'benchmarks'}", "WGAN_DEVICE": "cpu"}
-    cmd = [sys.executable, "-c", STEP_LOOP, str(iters)] if bare_step else [sys.executable, str(tree / "stages/train.py")]
+    cmd = (
+        [sys.executable, "-c", STEP_LOOP, str(iters)] if bare_step else [sys.executable, str(tree / "stages/train.py")]
+    )
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True)
     seconds = time.perf_counter() - start
     if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd[:2])} in {workdir} failed ({proc.returncode}):\n{proc.stderr[-2000:].decode()}")
+        raise SystemExit(
+            f"{' '.join(cmd[:2])} in {workdir} failed ({proc.returncode}):\n{proc.stderr[-2000:].decode()}"
+        )
     return seconds
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from helpers import make_project
 
 from wgan.config import TrainConfig, parse_section
 from wgan.models.conditional import build_conditional_models
@@ -222,25 +223,36 @@ def test_bench_report_gives_speed_ups(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows[3] == "| project fp32 | 5.00 | 6.00 | 4.00x | 3.67x |"
 
 
+SMALL_EVAL = {"n_samples": 200, "batch_size": 100, "kid_subsets": 2, "kid_subset_size": 50, "pr_k": 3, "seed": 0}
+
+
 @pytest.mark.slow
-def test_gpu_check_runs_on_the_cpu_and_reports_a_match(tmp_path: Path) -> None:
-    params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": {**SMALL, "epochs": 2}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCHMARKS)}
-    cmd = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--steps", "12"]
-    done = subprocess.run(
-        [*cmd, "--rounds", "1", "--iters", "5", "--precisions", "fp32"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_gpu_check_runs_every_check_on_the_cpu(tmp_path: Path) -> None:
+    """The whole GPU script, on the CPU with tiny counts: each configuration's agreement (the graphed bodies run
+    eagerly there), the timing rows, the resume check and the real stages; exit 0 and one summary."""
+    root = make_project(tmp_path, n_train=1024, epochs=2, n_fixed=10)  # 10: a conditional run draws every digit
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params |= {
+        "classifier": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "seed": 0},
+        "quality": SMALL_EVAL,
+        "evaluate": {"generator": "final", **SMALL_EVAL},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'src'}:{BENCHMARKS}"}
+    cmd = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--steps", "6", "--rounds", "1"]
+    cmd += ["--iters", "2", "--resume-epochs", "2", "--stage-max-iterations", "12"]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     out = done.stdout
-    assert "data: random images (no MNIST)" in out
-    assert "match cpu vs cpu eager, 12 steps: max |difference| 0 " in out
-    assert "match cpu eager vs cpu fast path, 12 steps: max |difference| 0 " in out
-    assert "agreement checks: PASS" in out
-    assert "| reference |" in out and "| project fp32 |" in out
-    assert "projected 2 epochs (3750 iterations)" in out  # 2 x 60000 // 32, MNIST at batch 32
+    assert done.returncode == 0, out + done.stderr
+    assert "data: data/prepared/train.pt" in out and "== summary: PASS" in out
+    for config in ("tutorial", "recipe", "fast recipe", "conditional recipe"):
+        assert f"{config}: match cpu vs cpu eager, 6 steps: max |difference| 0 " in out, config
+        assert f"{config}: match cpu eager vs cpu graphs, 6 steps: max |difference| 0 " in out, config
+        assert f"| {config} | graphs bf16 |" in out, config
+    assert "| tutorial | reference |" in out
+    assert "match recipe on cpu, stopped and resumed (graphs) at iteration 12 of 16: max |weight difference| 0 " in out
+    assert "stopped eager, resumed with graphs at iteration 12 of 16" in out
+    assert "the recipe's stages on cpu (fp32), 100 epochs:" in out
+    for stage in ("train", "classifier", "quality", "evaluate"):
+        assert f"| {stage} | " in out, stage
+    assert "train: 12 iterations, training loop " in out
