@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -165,6 +166,8 @@ def stage_run(
     """Check 4: the recipe through the stage scripts, each a process, with their wall times."""
     from gpu_check import CONFIGURATIONS
 
+    if importlib.util.find_spec("dvclive") is None:
+        return True, ["the recipe's stages: NOT RUN, dvclive is not importable here (carry a wheelhouse with dvc)"]
     epochs, note = args.stage_epochs, ""
     graphed = recipe_ms.get(f"graphs {args.stage_precision}")
     if graphed and not args.stage_max_iterations:

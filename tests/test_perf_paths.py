@@ -206,12 +206,13 @@ def _import_benchmarks(monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_gpu_check_compare_flags_a_difference(monkeypatch: pytest.MonkeyPatch) -> None:
     gpu_check = _import_benchmarks(monkeypatch)
     a = torch.tensor([[1.0, 2.0], [-1.0, math.nan]], dtype=torch.float64)
-    assert gpu_check.compare("same", a, a.clone(), tol=0.0)
-    assert gpu_check.compare("close", a, a + 0.01, tol=0.01)  # 0.01 <= 0.01 x max |a| = 0.02
-    assert not gpu_check.compare("far", a, a + 0.1, tol=0.01)
+    assert gpu_check.compare("same", a, a.clone(), tol=0.0)[0]
+    assert gpu_check.compare("close", a, a + 0.01, tol=0.01)[0]  # 0.01 <= 0.01 x max |a| = 0.02
+    far = gpu_check.compare("far", a, a + 0.1, tol=0.01)
+    assert far == (False, "MISMATCH far: max |difference| 0.1 (limit 0.01 x 2)")
     shifted = a.clone()
     shifted[1, 1], shifted[0, 1] = 0.0, math.nan
-    assert not gpu_check.compare("schedule", a, shifted, tol=1.0)  # generator steps on other iterations
+    assert not gpu_check.compare("schedule", a, shifted, tol=1.0)[0]  # generator steps on other iterations
 
 
 def test_bench_report_gives_speed_ups(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +257,52 @@ def test_gpu_check_runs_every_check_on_the_cpu(tmp_path: Path) -> None:
     for stage in ("train", "classifier", "quality", "evaluate"):
         assert f"| {stage} | " in out, stage
     assert "train: 12 iterations, training loop " in out
+
+
+BEFORE_GRAPHS = "c8187d9"  # main before issue 34's graphed iteration: the CPU's numbers must not move
+_CONFIG_RUNS = """
+import os, sys, torch
+from wgan.config import parse_section
+from wgan.training.loop import train
+out = {}
+for name, overrides in CONFIGS.items():
+    os.chdir(os.path.join(sys.argv[2], name))
+    cfg = parse_section("train", {**SMALL, **overrides, "max_iterations": 300, "n_fixed": 10, "log_every": 50})
+    result = train(cfg, device=torch.device("cpu"), log=lambda _: None)  # the sampler: the average where one is kept
+    models = {"G": result.generator.state_dict(), "D": result.critic.state_dict()}
+    out[name] = {f"{m}.{k}": v for m, state in models.items() for k, v in state.items()}
+torch.save(out, sys.argv[1])
+"""
+
+
+@pytest.mark.long  # minutes: 6 runs of 300 iterations
+def test_cpu_weights_of_every_configuration_are_bit_identical_to_before_graphs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 iterations of the tutorial's configuration, the recipe and the conditional recipe (their algorithm
+    settings at small widths), trained by this code and by BEFORE_GRAPHS's (read from git): the same tensors."""
+    import tarfile
+    from io import BytesIO
+
+    configs = {k: v for k, v in _import_benchmarks(monkeypatch).CONFIGURATIONS.items() if k != "fast recipe"}
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", BEFORE_GRAPHS, "src", "stages", "dvc.yaml"], cwd=REPO, capture_output=True
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"git history without {BEFORE_GRAPHS} (a shallow clone?)")
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(tmp_path / "before", filter="data")
+    script = f"SMALL = {SMALL!r}\nCONFIGS = {configs!r}\n{_CONFIG_RUNS}"
+    weights = {}
+    for tree, src in (("before", tmp_path / "before/src"), ("now", REPO / "src")):
+        for name in configs:
+            make_project(tmp_path / tree / name, n_train=1024, n_fixed=10)
+        env = {"PYTHONPATH": str(src), "WGAN_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "PATH": ""}
+        out = tmp_path / f"{tree}.pt"
+        subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / tree)], env=env, check=True)
+        weights[tree] = torch.load(out, weights_only=True)
+    for name in configs:
+        assert weights["before"][name].keys() == weights["now"][name].keys(), name
+        for key, value in weights["before"][name].items():
+            assert torch.equal(value, weights["now"][name][key]), (name, key)
+    assert not torch.equal(weights["now"]["tutorial"]["G.model.0.weight"], weights["now"]["recipe"]["G.model.0.weight"])
