@@ -146,6 +146,49 @@ def test_graphed_bodies_compute_the_eager_iteration(overrides: dict[str, Any]) -
     _assert_equal(graphed_weights, eager_weights)
 
 
+HOST_SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal", "is_nonzero"}
+
+
+class SyncFindingRecorder(EagerRecorder):
+    """Runs each recorded body under a dispatch mode that notes every op which, on CUDA, waits for the device:
+    ``.item()`` and any tensor read as a number (``_local_scalar_dense``), boolean masks and ``nonzero``, ..."""
+
+    def __init__(self) -> None:
+        self.syncs: list[str] = []
+
+    def record(self, body: Any) -> Any:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        syncs = self.syncs
+
+        class Watch(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+                if func.__name__.split(".")[0] in HOST_SYNCS:
+                    syncs.append(func.__name__)
+                return func(*args, **(kwargs or {}))
+
+        def watched() -> None:
+            with Watch():
+                body()
+
+        return super().record(watched)
+
+
+@pytest.mark.parametrize("overrides", GRAPHED_CONFIGS.values(), ids=GRAPHED_CONFIGS.keys())
+def test_recorded_bodies_never_wait_for_the_device(overrides: dict[str, Any]) -> None:
+    """A capture refuses a host sync, and a number read from a tensor during capture would be frozen into the
+    graph: the bodies GraphedStep records (here on the CPU, every op watched) read no tensor on the host."""
+    cfg = _cfg(lr=1e-3, **{"ema_decay": 0.9, **overrides})
+    build = build_conditional_models if cfg.conditional else build_models
+    recorder = SyncFindingRecorder()
+    step = GraphedStep(cfg, *build(cfg, torch.device("cpu")), torch.Generator().manual_seed(0), recorder=recorder)
+    g = torch.Generator().manual_seed(1)
+    for i in range(4):
+        digits = torch.randint(10, (32,), generator=g)
+        step(torch.rand(32, 1, 28, 28, generator=g), i, digits if cfg.conditional else None)
+    assert recorder.syncs == []
+
+
 def test_one_graph_per_iteration_with_n_critic_1_else_two() -> None:
     """The recipes (n_critic 1) replay one graph an iteration; the tutorial's critic and generator updates two."""
     for n_critic, parts in ((1, 1), (5, 2)):

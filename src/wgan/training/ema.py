@@ -66,9 +66,11 @@ class AveragedGenerator:
         """``update`` with the weight read from a tensor: what a CUDA graph records (``training.cuda_graphs``).
 
         ``lerp`` by 1 gives the live weights exactly (torch computes ``end - (end - start) * (1 - weight)`` for
-        weights of 0.5 and more), so one recorded kernel does both the copy and the move.
+        weights of 0.5 and more), so one recorded update does both the copy and the move. The weight goes in as a
+        list (the ``List`` overload): a tensor where a number is expected would be read with ``.item()``, a host
+        sync that a capture refuses, and its value at capture time would be frozen into the graph.
         """
-        torch._foreach_lerp_(self._average, self._live, weight)
+        torch._foreach_lerp_(self._average, self._live, [weight] * len(self._average))
 
     def moved(self) -> None:
         """Say that the average moved outside ``update`` (a graph replay): its statistics are stale."""
