@@ -40,6 +40,14 @@ test-quick: $(VENV)/.installed-dev
 #   test_chaos.py::test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it
 #   test_distributed.py::test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes
 #   test_reliability.py::test_ctrl_c_under_dvc_repro_then_repro_resumes[/bin/bash]   (/bin/sh, CI's, stays)
+#   test_reliability.py::test_signal_saves_mid_epoch_and_resume_is_bit_identical[SIGTERM-averaged-generator]
+#   test_reliability.py::test_signal_saves_mid_epoch_and_resume_is_bit_identical[SIGTERM-averaging-starts-later]
+#   test_distributed.py::test_wgan_gp_under_torchrun_matches_one_process                  (the clipping run stays)
+#   test_distributed.py::test_the_averaged_generator_under_two_processes_matches_one_process
+#   test_distributed.py::test_a_killed_rank_ends_the_run_with_one_line_and_the_next_run_resumes
+#   test_conditional.py::test_unconditional_weights_are_bit_identical_to_the_code_before_this_model
+#   test_perf_paths.py::test_gpu_check_runs_every_check_on_the_cpu                        the GPU script on the CPU
+#   test_perf_paths.py::test_cpu_weights_of_every_configuration_are_bit_identical_to_before_graphs   300 iterations
 test-long: $(VENV)/.installed-dev
 	$(PYTEST) -m long -n $(TEST_WORKERS) --dist loadfile
 

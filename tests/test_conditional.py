@@ -232,6 +232,7 @@ def _weights(code: Path, root: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two trainings in fresh interpreters, like the other bit-identity checks against old code
 def test_unconditional_weights_are_bit_identical_to_the_code_before_this_model(tmp_path: Path) -> None:
     """Both losses, trained by this code and by the code of BEFORE_CONDITIONAL (read from git), same params.
 

@@ -154,6 +154,7 @@ def test_wgan_two_processes_and_two_machines_match_one_process(tmp_path: Path, m
     _assert_close(reference, writers[0])
 
 
+@pytest.mark.long  # the penalty under torchrun: `make test` keeps the clipping run's 2 processes and 2 machines
 def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"max_iterations": 50, "log_every": 10, **GP}
     # The reference on two threads, whatever OMP_NUM_THREADS says (`make test` sets 1): its curves' tolerance was
@@ -171,6 +172,7 @@ def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch:
     _assert_same_curves(tmp_path / "one", root)
 
 
+@pytest.mark.long  # a third 2-process run
 def test_the_averaged_generator_under_two_processes_matches_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,6 +270,7 @@ def _worker_of_rank(launcher: int, rank: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
+@pytest.mark.long  # a killed rank: the chaos points' kind of check
 def test_a_killed_rank_ends_the_run_with_one_line_and_the_next_run_resumes(tmp_path: Path) -> None:
     root = make_project(tmp_path, **LONG)
     proc = _start(root, WGAN_NPROC="2")

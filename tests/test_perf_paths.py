@@ -271,6 +271,7 @@ SMALL_EVAL = {"n_samples": 200, "batch_size": 100, "kid_subsets": 2, "kid_subset
 
 
 @pytest.mark.slow
+@pytest.mark.long  # every configuration and stage of the GPU script, on the CPU: 20-40 s here
 def test_gpu_check_runs_every_check_on_the_cpu(tmp_path: Path) -> None:
     """The whole GPU script, on the CPU with tiny counts: each configuration's agreement (the graphed bodies run
     eagerly there), the timing rows, the resume check and the real stages; exit 0 and one summary."""

@@ -330,9 +330,10 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
     [
         (signal.SIGINT, 130, {}),
         (signal.SIGTERM, 143, {}),
-        (signal.SIGTERM, 143, {"ema_decay": 0.9}),
-        (signal.SIGTERM, 143, {"ema_decay": 0.9, "ema_start": 3}),  # resumed before the average starts
-    ],
+        # the averaged generator's two cases: `make test-long` (signals are the plain cases' job in `make test`)
+        pytest.param(signal.SIGTERM, 143, {"ema_decay": 0.9}, marks=pytest.mark.long),
+        pytest.param(signal.SIGTERM, 143, {"ema_decay": 0.9, "ema_start": 3}, marks=pytest.mark.long),  # resumed
+    ],  # before the average starts
     ids=["SIGINT", "SIGTERM", "SIGTERM-averaged-generator", "SIGTERM-averaging-starts-later"],
 )
 def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
