@@ -19,9 +19,9 @@ import time
 import torch
 
 from wgan import paths
+from wgan.classifier.classifier import Classifier, load_real_features
 from wgan.config import load_section, parse_section
 from wgan.data.model_file import load_model
-from wgan.evaluation.classifier import Classifier, load_real_features
 from wgan.evaluation.evaluate import evaluate
 from wgan.fileio import torch_load_safe
 from wgan.models.conditional import ConditionalGenerator

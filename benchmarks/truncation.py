@@ -14,9 +14,9 @@ import argparse
 import time
 
 from wgan import paths
+from wgan.classifier.classifier import Classifier, load_real_features
 from wgan.config import load_section
 from wgan.data.model_file import load_model
-from wgan.evaluation.classifier import Classifier, load_real_features
 from wgan.evaluation.evaluate import evaluate
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator

@@ -4,10 +4,10 @@ import functools
 import time
 
 from wgan import paths
+from wgan.classifier.classifier import accuracy, real_features, save_real_features, train_classifier
 from wgan.config import load_section
 from wgan.data.model_file import save_model
 from wgan.data.prepared import load_prepared
-from wgan.evaluation.classifier import accuracy, real_features, save_real_features, train_classifier
 from wgan.fileio import write_json
 from wgan.stage import run_stage
 

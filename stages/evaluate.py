@@ -1,15 +1,16 @@
 """DVC stage `evaluate`: sample the trained generator and score it against real MNIST (see wgan.evaluation.evaluate).
 
 evaluate.generator picks the generator: the end of training (final, models/generator.pt) or the kept one with the
-lowest FID over training (best, models/best_generator.pt, from the quality stage).
+lowest FID over training (best, models/best_generator.pt, from the quality stage). The pick_generator stage copies
+that one to models/evaluated_generator.pt, which this stage reads (and depends on) alone.
 """
 
 import time
 
 from wgan import paths
+from wgan.classifier.classifier import Classifier, load_real_features
 from wgan.config import load_section
 from wgan.data.model_file import load_model
-from wgan.evaluation.classifier import Classifier, load_real_features
 from wgan.evaluation.evaluate import evaluate
 from wgan.fileio import write_json
 from wgan.models.conditional import ConditionalGenerator
@@ -20,8 +21,9 @@ from wgan.stage import run_stage
 
 def main() -> None:
     cfg = load_section("evaluate")
-    path, writer = paths.scored_generator(cfg.generator)
-    generator = load_model(path, (Generator, ConditionalGenerator), rerun(writer))
+    source, _ = paths.scored_generator(cfg.generator)
+    path = paths.EVALUATED_GENERATOR
+    generator = load_model(path, (Generator, ConditionalGenerator), rerun("pick_generator"))
     classifier = load_model(paths.CLASSIFIER, Classifier)
     real = load_real_features(paths.REAL_FEATURES)
     start = time.perf_counter()
@@ -30,7 +32,7 @@ def main() -> None:
     write_json(paths.CLASS_HIST, hist)
     write_json(paths.DIGIT_ACCURACY, accuracy)
     print(
-        f"scored {cfg.n_samples} samples of {path} in {time.perf_counter() - start:.1f} s; "
+        f"scored {cfg.n_samples} samples of {source} ({path}) in {time.perf_counter() - start:.1f} s; "
         f"wrote {paths.EVAL_METRICS}, {paths.CLASS_HIST}, {paths.DIGIT_ACCURACY}"
     )
     for key, value in scores.items():

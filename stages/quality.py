@@ -1,5 +1,5 @@
 """DVC stage `quality`: score every kept generator (models/kept/) -> the quality-over-training curve, the best epoch
-and its generator (see wgan.evaluation.quality).
+and its generator (see wgan.quality.quality).
 
 models/best_generator.pt is a byte-for-byte copy of the kept file with the lowest FID, so `wgan sample --model`,
 `wgan interpolate --model` and the evaluate stage (evaluate.generator: best) read it like models/generator.pt.
@@ -8,14 +8,14 @@ models/best_generator.pt is a byte-for-byte copy of the kept file with the lowes
 import time
 
 from wgan import paths
+from wgan.classifier.classifier import Classifier, load_real_features
 from wgan.config import load_section
 from wgan.data.kept import list_kept
 from wgan.data.model_file import load_model
-from wgan.evaluation.classifier import Classifier, load_real_features
-from wgan.evaluation.quality import best_point, score_over_training
 from wgan.fileio import atomic_write_bytes, write_json
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
+from wgan.quality.quality import best_point, score_over_training
 from wgan.stage import run_stage
 
 

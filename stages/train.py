@@ -1,8 +1,9 @@
-"""DVC stage `train`: params.yaml's train section + data/prepared/*.pt -> models/*.pt and dvclive/.
+"""DVC stage `train`: params.yaml's train section + data/prepared/*.pt -> models/*.pt, models/kept/ and dvclive/.
 
 The prepare section is read only to refuse prepared data made with another normalization.
 Ctrl-C or SIGTERM saves a resumable checkpoint and exits 130 or 143; a NaN loss exits 2 (see wgan.training.loop).
-The outputs are written before the checkpoint is marked finished, so a kill while writing them loses no training.
+The checkpoint lives in the run state (.dvc/tmp/wgan/train/, not a DVC output: wgan.paths), and the outputs are
+written at the end, before the checkpoint is marked finished, so a kill while writing them loses no training.
 With WGAN_NPROC=N (and WGAN_TORCHRUN for several machines) the stage relaunches itself as N torchrun workers
 (wgan.launch); under torchrun each worker joins the process group (wgan.training.distributed) and only rank 0 writes.
 WGAN_MAX_RESTARTS=N lets torchrun restart the group after a worker dies or hangs; each rank resumes from the checkpoint.
@@ -43,7 +44,7 @@ def main() -> None:
             print(f"restart {launch.restart_count()} of the training processes (WGAN_MAX_RESTARTS, torchrun)")
         if world.is_main:
             # temp files of writes a SIGKILL cut short (DVC's lock on the outputs keeps other runs from writing them)
-            for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples):
+            for output in (paths.checkpoint, paths.generator, paths.critic, paths.samples, paths.kept, paths.live_dir):
                 for stale in remove_stale_temps(output):
                     print(f"removed {stale}, left by an interrupted write")
         device = world.device(device)

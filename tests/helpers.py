@@ -24,7 +24,7 @@ from wgan.data.kept import list_kept
 from wgan.data.prepared import save_prepared
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import build_models
-from wgan.paths import KEPT
+from wgan.paths import CHECKPOINT, KEPT
 from wgan.training.loop import train
 from wgan.training.step import WGANStep
 
@@ -107,7 +107,7 @@ def kill_after_epochs(root: Path, epochs: int, timeout_s: float = 240) -> None:
     """Start the train stage in ``root`` and SIGKILL it once its checkpoint holds ``epochs`` epochs."""
     proc = start_stage(root)
     deadline = time.monotonic() + timeout_s
-    while epochs_done(root / "models" / "checkpoint.pt") < epochs:
+    while epochs_done(root / CHECKPOINT) < epochs:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)

@@ -22,11 +22,11 @@ import torch
 import yaml
 from conftest import REPO, run_stage_script
 
+from wgan.classifier.classifier import Classifier
 from wgan.data.model_file import save_model
 from wgan.data.prepared import save_prepared
 from wgan.download.canonical import FILES
 from wgan.download.pypi import PYPI_PICKLE_MEMBER, encode_idx
-from wgan.evaluation.classifier import Classifier
 from wgan.fileio import write_json
 from wgan.models.networks import Critic, Generator
 
@@ -46,6 +46,7 @@ STAGES = {
     "gif": ("stages/gif.py", "results/wgan.gif"),
     "classifier": ("stages/classifier.py", "models/classifier.pt"),
     "quality": ("stages/quality.py", "results/quality/metrics.json"),
+    "pick_generator": ("stages/pick_generator.py", "models/evaluated_generator.pt"),
     "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
     "export": ("stages/export.py", "models/export/README.md"),
 }
@@ -158,7 +159,7 @@ def tiny_train(ws: Path) -> None:
 
 def eval_inputs(ws: Path) -> None:
     small_prepared(ws)
-    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt")
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/evaluated_generator.pt")
     save_model(Classifier(), ws / "models/classifier.pt")
     set_param(ws, "evaluate", "n_samples", 20)
     set_param(ws, "evaluate", "kid_subset_size", 10)
@@ -174,7 +175,7 @@ def quality_inputs(ws: Path) -> None:
     """The evaluate inputs, the generator kept at epoch 10, and small quality settings."""
     eval_inputs(ws)
     (ws / "models/kept").mkdir()
-    shutil.copy(ws / "models/generator.pt", ws / "models/kept/epoch_0010.pt")
+    shutil.copy(ws / "models/evaluated_generator.pt", ws / "models/kept/epoch_0010.pt")
     set_param(ws, "quality", "n_samples", 20)
     set_param(ws, "quality", "kid_subset_size", 10)
 
@@ -324,25 +325,25 @@ CASES = [
     Case(
         "generator-missing",
         "evaluate",
-        lambda ws: (eval_inputs(ws), (ws / "models/generator.pt").unlink()),
-        "generator file models/generator.pt is missing",
+        lambda ws: (eval_inputs(ws), (ws / "models/evaluated_generator.pt").unlink()),
+        "generator file models/evaluated_generator.pt is missing; rerun `dvc repro pick_generator`",
     ),
     Case(
         "generator-truncated",
         "evaluate",
-        lambda ws: (eval_inputs(ws), truncate(ws / "models/generator.pt")),
+        lambda ws: (eval_inputs(ws), truncate(ws / "models/evaluated_generator.pt")),
         "cannot be loaded",
     ),
     Case(
         "generator-foreign",
         "evaluate",
-        lambda ws: (eval_inputs(ws), evil_pickle(ws / "models/generator.pt")),
+        lambda ws: (eval_inputs(ws), evil_pickle(ws / "models/evaluated_generator.pt")),
         "cannot be loaded",
     ),
     Case(
         "generator-is-a-critic",
         "evaluate",
-        lambda ws: (eval_inputs(ws), save_model(Critic(), ws / "models/generator.pt")),
+        lambda ws: (eval_inputs(ws), save_model(Critic(), ws / "models/evaluated_generator.pt")),
         "is not a saved generator",
     ),
     Case(
@@ -354,7 +355,7 @@ CASES = [
     Case(
         "generator-shapes-mismatch",
         "evaluate",
-        lambda ws: (eval_inputs(ws), _mismatched_generator(ws / "models/generator.pt")),
+        lambda ws: (eval_inputs(ws), _mismatched_generator(ws / "models/evaluated_generator.pt")),
         "does not hold a valid",
     ),
     Case(
@@ -385,8 +386,8 @@ CASES = [
     ),
     Case(
         "best-generator-missing",
-        "evaluate",
-        lambda ws: (eval_inputs(ws), set_param(ws, "evaluate", "generator", "best")),
+        "pick_generator",
+        lambda ws: set_param(ws, "evaluate", "generator", "best"),
         "generator file models/best_generator.pt is missing; rerun `dvc repro quality`",
     ),
     # export (its unwritable folder: tests/test_export_stage.py)

@@ -33,7 +33,7 @@ from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from wgan.fileio import torch_load_safe
 from wgan.launch import blamed
-from wgan.paths import TrainPaths
+from wgan.paths import CHECKPOINT, TrainPaths
 from wgan.training.checkpoint import run_fingerprint
 from wgan.training.live import M_HELDOUT
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
@@ -170,7 +170,7 @@ def test_every_kill_point_ends_in_the_uninterrupted_run(tmp_path: Path, referenc
             assert said and point["at"] - RUN["log_every"] <= int(said[1]) <= point["at"], log
         for line in (line for line in log.splitlines() if "lost the others at iteration" in line):  # rank 0's
             assert line.endswith("torchrun's agent restarts every process from the last checkpoint"), line
-        assert "resuming from models/checkpoint.pt" in log or "restart 1 of the training processes" in log, log
+        assert f"resuming from {CHECKPOINT}" in log or "restart 1 of the training processes" in log, log
     else:
         assert first.returncode != 0, log
         again = _env(repo, WGAN_NPROC=str(point["nproc"]))  # bit for bit needs the same process count
@@ -202,7 +202,7 @@ def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path: Path
     assert lines[0].startswith("error: training process rank 0 of 2 lost the others at iteration 2"), lines
     assert f"(rank 1 did not answer within WGAN_DIST_TIMEOUT = {timeout} s)" in lines[0], lines
     assert "Traceback" not in proc.stderr, proc.stderr
-    ckpt = torch_load_safe(root / "models/checkpoint.pt", "checkpoint", "")
+    ckpt = torch_load_safe(root / CHECKPOINT, "checkpoint", "")
     assert ckpt["iteration"] == 24 and not ckpt["finished"]  # the last epoch end before the stop
 
 

@@ -10,17 +10,17 @@ import pytest
 import torch
 from conftest import run_stage_script
 
-from wgan.config import ClassifierConfig
-from wgan.data.model_file import load_model, save_model
-from wgan.data.prepared import save_prepared, to_uint8
-from wgan.errors import UserError
-from wgan.evaluation.classifier import (
+from wgan.classifier.classifier import (
     N_CLASSES,
     Classifier,
     accuracy,
     run_classifier,
     train_classifier,
 )
+from wgan.config import ClassifierConfig
+from wgan.data.model_file import load_model, save_model
+from wgan.data.prepared import save_prepared, to_uint8
+from wgan.errors import UserError
 from wgan.models.networks import Generator
 
 TINY = {"channels": [2, 4], "feature_dim": 8}

@@ -29,6 +29,7 @@ from wgan.data.model_file import load_model
 from wgan.data.samples import load_samples
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import Generator
+from wgan.paths import CHECKPOINT
 from wgan.training.live import M_HELDOUT
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
@@ -185,7 +186,7 @@ def test_the_averaged_generator_under_two_processes_matches_one_process(
     assert code == 0, err
     _assert_close(reference, root, adam=True)  # models/generator.pt: the average, its statistics recomputed
     one_live, two_live = (
-        torch_load_safe(r / "models/checkpoint.pt", "checkpoint", "")["generator"] for r in (tmp_path / "one", root)
+        torch_load_safe(r / CHECKPOINT, "checkpoint", "")["generator"] for r in (tmp_path / "one", root)
     )  # the live generator beside it, as without averaging
     _assert_state_close(one_live, two_live, "live generator", _dead_under_batchnorm(reference.generator))
     one, two = reference.samples, load_samples(root / "models/samples.pt")
@@ -219,7 +220,7 @@ def _wait_for_checkpoint(root: Path, proc: subprocess.Popen[str]) -> None:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         try:
-            ckpt = torch.load(root / "models/checkpoint.pt", weights_only=True)
+            ckpt = torch.load(root / CHECKPOINT, weights_only=True)
             assert not ckpt["finished"], "the run finished before it could be stopped; make it longer"
             return
         except (OSError, RuntimeError, EOFError):  # not there yet, or replaced while reading
@@ -237,7 +238,7 @@ def test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes(
     code, _, err = _finish(proc, timeout=60)
     assert code == 143, err
     assert "stopped by SIGTERM at iteration" in err and err.count("stopped by SIGTERM at iteration") == 1
-    at = torch_load_safe(stopped / "models/checkpoint.pt", "checkpoint", "")["iteration"]
+    at = torch_load_safe(stopped / CHECKPOINT, "checkpoint", "")["iteration"]
     assert 0 < at < 200 and not (stopped / "models/generator.pt").exists()
 
     threads = torch.get_num_threads()
@@ -251,7 +252,7 @@ def test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes(
         shutil.copytree(stopped, root)
         code, out, err = _finish(_start(root, WGAN_NPROC=nproc))
         assert code == 0, err
-        assert f"resuming from models/checkpoint.pt: {at // 10} epochs ({at} iterations) done" in out
+        assert f"resuming from {CHECKPOINT}: {at // 10} epochs ({at} iterations) done" in out
         _assert_close(reference, root)
         _assert_same_curves(tmp_path / "one", root)
 
@@ -288,4 +289,4 @@ def test_a_killed_rank_ends_the_run_with_one_line_and_the_next_run_resumes(tmp_p
 
     code, out, err = _finish(_start(root, WGAN_NPROC="2"))
     assert code == 0, err
-    assert "resuming from models/checkpoint.pt" in out and (root / "models/generator.pt").exists()
+    assert f"resuming from {CHECKPOINT}" in out and (root / "models/generator.pt").exists()

@@ -12,6 +12,7 @@ from helpers import assert_same_state, clone_params, make_project, run_train, sm
 from wgan.data.prepared import to_uint8
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import Generator, build_models
+from wgan.paths import CHECKPOINT
 from wgan.training.batches import derive_seed
 from wgan.training.ema import BN_SAMPLES, recompute_batchnorm
 from wgan.training.step import WGANStep
@@ -84,11 +85,11 @@ def test_a_run_samples_from_the_average_and_checkpoints_both(tmp_path: Path, mon
     params = {"epochs": 2, "log_every": 4, "sample_interval": 7, "lr": 1e-3}
     plain = run_train(make_project(tmp_path / "plain"), monkeypatch, small_cfg(**params))
     result = run_train(make_project(tmp_path / "ema"), monkeypatch, small_cfg(**params, ema_decay=0.9))
-    ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
+    ckpt = torch_load_safe(CHECKPOINT, "checkpoint", "")
     assert_same_state(ckpt["generator"], plain.generator.state_dict())  # the live generator, as without averaging
     assert_same_state(ckpt["step"]["ema"], result.generator.state_dict())  # the average is the run's generator
     assert not torch.equal(result.generator.model[0].weight, plain.generator.model[0].weight)
-    assert "ema" not in torch_load_safe(tmp_path / "plain/models/checkpoint.pt", "checkpoint", "")["step"]
+    assert "ema" not in torch_load_safe(tmp_path / "plain" / CHECKPOINT, "checkpoint", "")["step"]
 
     # the last snapshot is the average (eval mode, its own statistics) on the fixed latent vectors
     assert result.samples.iteration[-1] == result.iterations == 20
@@ -106,7 +107,7 @@ def test_ema_start_is_counted_in_epochs(
     the average; until then it is the live generator's weights."""
     cfg = small_cfg(epochs=2, lr=1e-3, ema_decay=0.9, ema_start=1, max_iterations=iterations)
     result = run_train(make_project(tmp_path), monkeypatch, cfg)
-    live = torch_load_safe("models/checkpoint.pt", "checkpoint", "")["generator"]
+    live = torch_load_safe(CHECKPOINT, "checkpoint", "")["generator"]
     same = [torch.equal(p, live[name]) for name, p in result.generator.named_parameters()]
     assert same == [not moved] * len(same)
 
@@ -116,7 +117,7 @@ def test_score_checkpoint_rebuilds_the_run_s_generators(tmp_path: Path, monkeypa
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import score_checkpoint
 
-    ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
+    ckpt = torch_load_safe(CHECKPOINT, "checkpoint", "")
     found = score_checkpoint.generators(ckpt)
     assert_same_state(found["live"].state_dict(), ckpt["generator"])
     assert_same_state(found["average, statistics recomputed"].state_dict(), result.generator.state_dict())

@@ -13,11 +13,7 @@ import yaml
 from conftest import REPO, run_stage_script
 from test_classifier import CFG, TINY, write_toy_splits
 
-from wgan.config import EvaluateConfig, parse_section
-from wgan.data.model_file import load_model, save_model
-from wgan.data.prepared import load_prepared
-from wgan.errors import UserError
-from wgan.evaluation.classifier import (
+from wgan.classifier.classifier import (
     Classifier,
     load_real_features,
     real_features,
@@ -25,6 +21,10 @@ from wgan.evaluation.classifier import (
     save_real_features,
     train_classifier,
 )
+from wgan.config import EvaluateConfig, parse_section
+from wgan.data.model_file import load_model, save_model
+from wgan.data.prepared import load_prepared
+from wgan.errors import UserError
 from wgan.evaluation.evaluate import build_reference, evaluate, score, score_digits
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
@@ -120,7 +120,7 @@ def test_sizes_too_large_for_the_sets_are_user_errors(tmp_path: Path, overrides:
 @pytest.mark.slow
 def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     write_toy_splits(tmp_path, n_train=60, n_test=50)
-    save_model(tiny_generator(), tmp_path / "models" / "generator.pt")
+    save_model(tiny_generator(), tmp_path / "models" / "evaluated_generator.pt")
     save_model(tiny_classifier(), tmp_path / "models" / "classifier.pt")
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
     save_real_features(real_features(tiny_classifier(), train, test), tmp_path / "models" / "real_features.pt")
@@ -138,7 +138,7 @@ def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     assert [set(r) for r in hist] == [{"digit", "generated", "real"}] * 10
     assert json.loads((tmp_path / "results" / "eval" / "digit_accuracy.json").read_text()) == []
 
-    save_model(tiny_conditional_generator(), tmp_path / "models" / "generator.pt")
+    save_model(tiny_conditional_generator(), tmp_path / "models" / "evaluated_generator.pt")
     proc = run_stage_script("evaluate", tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "results" / "eval" / "metrics.json").read_text())
@@ -146,10 +146,10 @@ def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     accuracy = json.loads((tmp_path / "results" / "eval" / "digit_accuracy.json").read_text())
     assert [r["digit"] for r in accuracy] == list(range(10))
 
-    (tmp_path / "models" / "generator.pt").write_bytes(b"\x80\x02garbage")
+    (tmp_path / "models" / "evaluated_generator.pt").write_bytes(b"\x80\x02garbage")
     proc = run_stage_script("evaluate", tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: generator file models/generator.pt cannot be loaded")
+    assert proc.stderr.startswith("error: generator file models/evaluated_generator.pt cannot be loaded")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from fuzzing import fuzz, time_limit
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from wgan.classifier.classifier import REAL_FEATURES_FORMAT, Classifier, load_real_features
 from wgan.config import RenderConfig
 from wgan.data.model_file import load_model, load_model_and_norm, save_model
 from wgan.data.prepare import prepare_splits
@@ -34,7 +35,6 @@ from wgan.download.canonical import FILES, CanonicalFile, sha256_hex
 from wgan.download.mnist import fetch_local, fetch_mnist
 from wgan.download.pypi import encode_idx
 from wgan.errors import UserError
-from wgan.evaluation.classifier import REAL_FEATURES_FORMAT, Classifier, load_real_features
 from wgan.images.render import render_grids
 from wgan.models.networks import Critic, Generator
 from wgan.training.checkpoint import load_checkpoint

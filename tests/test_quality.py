@@ -20,9 +20,10 @@ from helpers import (
     start_stage,
 )
 
-from wgan.errors import UserError
-from wgan.fileio import file_sha256
-from wgan.training.keep import sync_kept
+from wgan.fileio import file_sha256, torch_load_safe
+from wgan.paths import CHECKPOINT, KEPT_STATE
+from wgan.training.keep import kept_mismatch, sync_kept
+from wgan.training.loop import train
 
 
 def test_kept_epochs_and_weights_bit_identical_with_keeping_on_and_off(
@@ -56,17 +57,41 @@ def test_a_fresh_run_removes_an_older_runs_kept_files(tmp_path: Path, monkeypatc
     assert sorted(kept_generators(root)) == [1, 2]
 
 
-def test_resume_refuses_a_listed_file_that_changed(tmp_path: Path) -> None:
+def test_a_resume_keeps_the_listed_files_and_names_a_missing_or_changed_one(tmp_path: Path) -> None:
     folder = tmp_path / "kept"
     folder.mkdir()
     (folder / "epoch_0001.pt").write_bytes(b"one")
     (folder / "epoch_0002.pt").write_bytes(b"two, kept after the checkpoint")
     kept = {"epoch_0001.pt": file_sha256(folder / "epoch_0001.pt")}
-    sync_kept(folder, kept, True, tmp_path / "checkpoint.pt", lambda _: None)
+    assert kept_mismatch(folder, kept) == ""
+    sync_kept(folder, kept, True, lambda _: None)
     assert sorted(p.name for p in folder.iterdir()) == ["epoch_0001.pt"]
     (folder / "epoch_0001.pt").write_bytes(b"another run's")
-    with pytest.raises(UserError, match="epoch_0001.pt, kept by the run that .* resumes, is missing or changed"):
-        sync_kept(folder, kept, True, tmp_path / "checkpoint.pt", lambda _: None)
+    assert kept_mismatch(folder, kept) == f"its kept generator {folder / 'epoch_0001.pt'} has changed"
+    (folder / "epoch_0001.pt").unlink()
+    assert kept_mismatch(folder, kept) == f"its kept generator {folder / 'epoch_0001.pt'} is missing"
+
+
+def test_a_checkpoint_without_its_kept_generators_starts_afresh_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run state's kept copies are gone (a finished run drops them; here the checkpoint is marked unfinished
+    again, as if killed before it was marked): the checkpoint cannot be resumed, and the run trains from scratch to
+    the same weights, saying so in one line."""
+    cfg = small_cfg(epochs=2, keep_every=1)
+    first = run_train(make_project(tmp_path), monkeypatch, cfg)
+    ckpt = torch_load_safe(CHECKPOINT, "checkpoint", "")
+    torch.save({**ckpt, "finished": False}, CHECKPOINT)
+    assert not KEPT_STATE.exists()
+    messages: list[str] = []
+    second = train(cfg, device=torch.device("cpu"), log=messages.append)
+    missing = KEPT_STATE / "epoch_0001.pt"
+    assert (
+        f"ignoring checkpoint {CHECKPOINT}: its kept generator {missing} is missing; training from scratch" in messages
+    )
+    assert not [m for m in messages if m.startswith("resuming")]
+    assert_same_state(first.generator.state_dict(), second.generator.state_dict())
+    assert sorted(kept_generators(tmp_path)) == [1, 2]
 
 
 @pytest.mark.slow
@@ -74,12 +99,14 @@ def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, mon
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25, "keep_every": 3}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
     kill_after_epochs(killed, 4)
-    assert 3 in kept_generators(killed)
-    (killed / "models/kept/epoch_0006.pt").write_bytes(b"a file the checkpoint does not list")
+    assert (killed / KEPT_STATE / "epoch_0003.pt").is_file()  # in the run state until the run delivers
+    assert not (killed / "models/kept").exists()
+    (killed / KEPT_STATE / "epoch_0006.pt").write_bytes(b"a file the checkpoint does not list")
     resumed = start_stage(killed)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert "resuming from models/checkpoint.pt" in out and "removed models/kept/epoch_0006.pt" in out
+    assert f"resuming from {CHECKPOINT}" in out and f"removed {KEPT_STATE / 'epoch_0006.pt'}" in out
+    assert not (killed / KEPT_STATE).exists()  # delivered to models/kept, then dropped
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the subprocesses' single thread

@@ -32,14 +32,14 @@ from test_bad_inputs import evil_pickle
 
 import wgan.training.checkpoint
 import wgan.training.loop as wgan_train
+from wgan.classifier.classifier import Classifier
 from wgan.data.model_file import load_model
 from wgan.data.prepared import load_prepared
 from wgan.data.samples import load_samples
 from wgan.errors import UserError
-from wgan.evaluation.classifier import Classifier
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import Critic, Generator
-from wgan.paths import TrainPaths
+from wgan.paths import CHECKPOINT, TrainPaths
 from wgan.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from wgan.training.live import M_HELDOUT, M_RATE
 from wgan.training.loop import TrainResult, train
@@ -231,7 +231,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], log: Path, timeout: float
 
 
 def _checkpoint(root: Path) -> dict[str, Any]:
-    return torch_load_safe(root / "models/checkpoint.pt", "checkpoint", "")
+    return torch_load_safe(root / CHECKPOINT, "checkpoint", "")
 
 
 def _no_outputs(root: Path) -> None:
@@ -255,7 +255,7 @@ def test_infinite_loss_from_params_stops_at_once(
     assert "\n" not in err and "Traceback" not in err
     assert err.startswith("error: training diverged: train/critic_loss = nan at iteration 5 (finite at iteration 0,")
     assert "lower train.lr (now 5e-05), or lower train.gp_lambda (now 1e+39); no checkpoint saved" in err
-    assert not (root / "models/checkpoint.pt").exists()
+    assert not (root / CHECKPOINT).exists()
     _no_outputs(root)
 
 
@@ -309,7 +309,7 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
     assert "\n" not in err and "Traceback" not in err
     assert err.startswith(f"error: training diverged: {detected}"), err
     assert "lower train.lr (now 5e-05), or use train.loss: wgan-gp" in err
-    assert err.endswith("models/checkpoint.pt (iteration 10) is kept")
+    assert err.endswith(f"{CHECKPOINT} (iteration 10) is kept")
     _no_outputs(root)
     assert not list((root / "models").glob(".*.tmp"))
 
@@ -317,7 +317,7 @@ def test_nan_stops_keeps_the_last_good_checkpoint_and_resumes(
     assert ckpt["iteration"] == 10 and not ckpt["finished"]
     assert all(torch.isfinite(v).all() for part in ("generator", "critic") for v in ckpt[part].values())
     out = _run_stage_here(root, monkeypatch, capsys)  # the fault is gone (as after fixing the cause)
-    assert "resuming from models/checkpoint.pt: 1 epochs (10 iterations) done" in out
+    assert f"resuming from {CHECKPOINT}: 1 epochs (10 iterations) done" in out
     _assert_same_run(reference(320, **params), root, curves=False)  # the poisoned run logged no NaN point
 
 
@@ -354,7 +354,7 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
 
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip() == (
-        f"stopped by {sig.name} at iteration {at} of {5 * PER_EPOCH}; models/checkpoint.pt is saved: "
+        f"stopped by {sig.name} at iteration {at} of {5 * PER_EPOCH}; {CHECKPOINT} is saved: "
         "run `dvc repro train` (or this stage) again to resume"
     )
     ckpt = _checkpoint(root)
@@ -363,7 +363,7 @@ def test_signal_saves_mid_epoch_and_resume_is_bit_identical(
     _no_outputs(root)
 
     out = _run_stage_here(root, monkeypatch, capsys)
-    assert f"resuming from models/checkpoint.pt: 2 epochs ({at} iterations) done" in out
+    assert f"resuming from {CHECKPOINT}: 2 epochs ({at} iterations) done" in out
     _assert_same_run(reference(N_TRAIN, **run), root)
 
 
@@ -381,7 +381,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
     log = tmp_path / "stage.log"
     with _background([sys.executable, str(STAGE)], root, env, log) as proc:
         _wait_for(mark, proc, log)  # the second checkpoint (iteration 64) is half on disk
-        (partial,) = (root / "models").glob(".checkpoint.pt.*.tmp")
+        (partial,) = (root / CHECKPOINT.parent).glob(".checkpoint.pt.*.tmp")
         assert partial.stat().st_size > 0
         with pytest.raises(UserError, match="cannot be loaded"):
             torch_load_safe(partial, "checkpoint", "")
@@ -394,7 +394,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
 
     out = _run_stage_here(root, monkeypatch, capsys)
     assert f"removed models/{partial.name}, left by an interrupted write" in out
-    assert f"resuming from models/checkpoint.pt: 1 epochs ({PER_EPOCH} iterations) done" in out
+    assert f"resuming from {CHECKPOINT}: 1 epochs ({PER_EPOCH} iterations) done" in out
     assert not list((root / "models").glob(".*.tmp"))
     _assert_same_run(reference(N_TRAIN, **RUN), root)
 
@@ -419,7 +419,7 @@ def test_sigkill_while_writing_the_outputs_loses_no_training(
 
     out = _run_stage_here(root, monkeypatch, capsys)
     assert "removed models/.critic.pt." in out
-    assert f"resuming from models/checkpoint.pt: 5 epochs ({5 * PER_EPOCH} iterations) done" in out
+    assert f"resuming from {CHECKPOINT}: 5 epochs ({5 * PER_EPOCH} iterations) done" in out
     assert "training had finished before its outputs were written; writing them" in out
     assert read_tsv(root / f"dvclive/plots/metrics/{M_RATE}.tsv") == rates
     assert _checkpoint(root)["finished"]
@@ -502,7 +502,7 @@ def test_ctrl_c_under_dvc_repro_then_repro_resumes(
         first.wait(timeout=120)
     out = log.read_text()
     assert first.returncode != 0, out
-    saved = out.index("stopped by SIGINT at iteration 40 of 160; models/checkpoint.pt is saved")
+    saved = out.index(f"stopped by SIGINT at iteration 40 of 160; {CHECKPOINT} is saved")
     failed = re.search(r"failed to run: python stages/train.py, exited with (130|-2)\n", out)
     assert failed is not None, out
     assert saved < failed.start()  # DVC reported (and unlocked) only after the checkpoint was saved
@@ -513,7 +513,7 @@ def test_ctrl_c_under_dvc_repro_then_repro_resumes(
         REPRO, cwd=repo, env=stage_env(repo) | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming from models/checkpoint.pt: 1 epochs (40 iterations) done" in resumed.stdout
+    assert f"resuming from {CHECKPOINT}: 1 epochs (40 iterations) done" in resumed.stdout
     _assert_same_run(reference(N_TRAIN, **RUN), repo)
 
 
@@ -543,10 +543,10 @@ def test_crafted_pickle_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_crafted_checkpoint_runs_nothing_and_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    evil_pickle(tmp_path / "models/checkpoint.pt")
+    evil_pickle(tmp_path / CHECKPOINT)
     messages: list[str] = []
-    assert load_checkpoint(Path("models/checkpoint.pt"), {}, messages.append) is None
-    assert len(messages) == 1 and "checkpoint file models/checkpoint.pt cannot be loaded" in messages[0]
+    assert load_checkpoint(CHECKPOINT, {}, messages.append) is None
+    assert len(messages) == 1 and f"checkpoint file {CHECKPOINT} cannot be loaded" in messages[0]
     assert messages[0].endswith("training from scratch")
     assert not (tmp_path / "PWNED").exists()
 

@@ -39,6 +39,7 @@ from wgan.device import choose_device
 from wgan.errors import UserError
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import Critic, Generator
+from wgan.paths import CHECKPOINT
 from wgan.progress import model_summary
 from wgan.training.batches import batch_indices
 from wgan.training.live import M_HELDOUT, M_RATE, run_record
@@ -151,7 +152,7 @@ def test_outputs_and_metrics_are_sane(tmp_path: Path, monkeypatch: pytest.Monkey
     assert samples["epoch"].tolist() == [0, 0, 1, 2, 2, 2]
     assert samples["images"][0].float().std() > 0
 
-    ckpt = torch_load_safe("models/checkpoint.pt", "checkpoint", "")
+    ckpt = torch_load_safe(CHECKPOINT, "checkpoint", "")
     assert ckpt["finished"] and ckpt["iteration"] == 30
 
     rows = read_tsv(root / "dvclive/plots/metrics/train/critic_loss.tsv")
@@ -190,7 +191,7 @@ def test_max_iterations_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.iterations == 13
     assert result.samples.iteration == [0, 13] and result.samples.epoch == [0, 1]
     assert json.loads(Path("dvclive/metrics.json").read_text())["step"] == 13
-    assert torch_load_safe("models/checkpoint.pt", "checkpoint", "")["iteration"] == 13
+    assert torch_load_safe(CHECKPOINT, "checkpoint", "")["iteration"] == 13
 
 
 def _unfinish(path: Path) -> None:
@@ -205,16 +206,16 @@ def test_checkpoint_from_other_params_or_data_is_ignored(
 ) -> None:
     root = make_project(tmp_path)
     run_train(root, monkeypatch, small_cfg(epochs=1))
-    _unfinish(root / "models/checkpoint.pt")
+    _unfinish(root / CHECKPOINT)
     capsys.readouterr()
     changed = run_train(root, monkeypatch, small_cfg(epochs=1, lr=1e-4))
-    assert "ignoring checkpoint models/checkpoint.pt: it was made with other train params (lr: 5e-05 -> 0.0001)" in (
+    assert f"ignoring checkpoint {CHECKPOINT}: it was made with other train params (lr: 5e-05 -> 0.0001)" in (
         capsys.readouterr().out
     )
     fresh = run_train(make_project(tmp_path / "fresh"), monkeypatch, small_cfg(epochs=1, lr=1e-4))
     assert_same_state(changed.generator.state_dict(), fresh.generator.state_dict())
 
-    _unfinish(root / "models/checkpoint.pt")
+    _unfinish(root / CHECKPOINT)
     write_split(root / "data/prepared/train.pt", 320, seed=7)
     run_train(root, monkeypatch, small_cfg(epochs=1, lr=1e-4))
     assert "it was made with other prepared data" in capsys.readouterr().out
@@ -277,7 +278,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypa
     resumed = start_stage(killed)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert "resuming from models/checkpoint.pt: " in out
+    assert f"resuming from {CHECKPOINT}: " in out
 
     # the uninterrupted run, in this process but with the subprocesses' single thread
     threads = torch.get_num_threads()

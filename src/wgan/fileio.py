@@ -1,4 +1,9 @@
-"""Atomic file writes and safe loading, so no run leaves a half-written output behind."""
+"""Atomic, durable file writes and safe loading, so no run leaves a half-written output behind.
+
+Atomic: a write goes to a temporary file beside its target, renamed over it only once complete. Durable: the
+file's bytes are flushed to the device before the rename and the folder's entry after it, so a power cut at any
+moment leaves the complete old or the complete new file, never an empty one or a rename that did not happen.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ def _temp_prefix(target: Path) -> str:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temporary file lives in the same directory so the final ``os.replace`` is atomic.
+    The temporary file lives in the same directory so the final ``os.replace`` is atomic; its bytes are fsynced
+    before the rename and the directory after it, so the new file survives a power cut.
     On any error the temporary file is removed and ``path`` keeps its previous content.
     """
     target = Path(path)
@@ -42,7 +48,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
     try:
         yield tmp
+        _fsync_file(tmp)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _cannot_write(target, exc) from exc
@@ -51,12 +59,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that killed ``atomic_path`` writes of ``path`` left beside it; return them.
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush ``folder``'s entries to the device: a rename into it is on disk once this returns.
 
-    A SIGKILL (or power loss) between ``mkstemp`` and the rename leaves ``.<name>.<random>.tmp`` behind;
-    ``path`` itself is intact. Call this only where no other process can be writing ``path`` (a DVC stage
-    holds the lock on its outputs), or that writer's rename would fail.
+    A file system that cannot sync a folder (it says EINVAL) keeps its entries by other means; that is no error.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a closed file's bytes to the device (whoever wrote it: torch, PIL, ``shutil.copytree``)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder``."""
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            _fsync_file(os.path.join(parent, name))
+        fsync_dir(parent)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files (or folders) that killed atomic writes of ``path`` left beside it; return them.
+
+    A SIGKILL (or power loss) between ``mkstemp`` and the rename leaves ``.<name>.<random>.tmp`` behind
+    (a folder, for ``replaced_dir``); ``path`` itself is intact. Call this only where no other process can be
+    writing ``path`` (a DVC stage holds the lock on its outputs), or that writer's rename would fail.
     """
     target = Path(path)
     if not target.parent.is_dir():
@@ -64,7 +101,10 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     removed = []
     for stale in sorted(target.parent.glob(f"{glob.escape(_temp_prefix(target))}*{_TEMP_SUFFIX}")):
         try:
-            stale.unlink(missing_ok=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
         except OSError as exc:
             raise UserError(f"cannot remove {stale}: {exc.strerror or exc}; make its folder writable") from exc
         removed.append(stale)
@@ -103,7 +143,8 @@ def replaced_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     Old content (stale grids of a longer run) disappears with the old folder. The swap is one atomic
     exchange where the system has it (Linux), so a kill at any moment leaves the complete old or the
     complete new folder; elsewhere it is two renames, and a kill between them leaves the old folder
-    beside ``path`` (as ``.<name>.*.tmp.old``).
+    beside ``path`` (as ``.<name>.*.tmp.old``). Every file of the new folder is fsynced before the swap and the
+    parent folder after it, so a power cut keeps the swap (see the module docstring).
     """
     target = Path(path)
     try:
@@ -114,6 +155,7 @@ def replaced_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise _cannot_write(target, exc) from exc
     try:
         yield tmp
+        _fsync_tree(tmp)
         if not (target.exists() or target.is_symlink()):
             os.replace(tmp, target)
         elif not _exchange(tmp, target):
@@ -125,6 +167,7 @@ def replaced_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
                 os.replace(old, target)
                 raise
             os.replace(old, tmp)
+        fsync_dir(target.parent)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -137,12 +180,16 @@ def replaced_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def copy_dir(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Replace the folder ``path`` by a copy of the folder ``source``, atomically and durably (``replaced_dir``)."""
+    with replaced_dir(path) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Write ``data`` to ``path`` atomically and durably."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -157,13 +204,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temp file, fsync, then rename onto ``path``."""
+    """``torch.save`` to ``path`` atomically and durably."""
     import torch  # imported here so torch-free stages (gif) start in a second, not ten
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def torch_load_safe(path: str | os.PathLike[str], what: str, hint: str) -> Any:

@@ -21,9 +21,9 @@ TEST_DATA = PREPARED / "test.pt"
 GENERATOR = Path("models/generator.pt")
 CRITIC = Path("models/critic.pt")
 SAMPLES = Path("models/samples.pt")
-CHECKPOINT = Path("models/checkpoint.pt")
 KEPT = Path("models/kept")  # the sampling generator every train.keep_every epochs: wgan.data.kept
 BEST_GENERATOR = Path("models/best_generator.pt")  # the kept generator with the lowest FID
+EVALUATED_GENERATOR = Path("models/evaluated_generator.pt")  # a copy of the one evaluate.generator names
 LIVE_DIR = Path("dvclive")
 LIVE_PLOTS = LIVE_DIR / "plots" / "metrics"
 LIVE_METRICS = LIVE_DIR / "metrics.json"
@@ -40,6 +40,16 @@ QUALITY_METRICS = Path("results/quality/metrics.json")
 QUALITY_CURVE = Path("results/quality/curve.json")
 EXPORT = Path("models/export")  # the evaluated generator, ready to share: wgan.export.folder
 
+# The train stage's run state: what a killed run resumes from, and nothing a later stage reads. Not a DVC output, so
+# DVC neither counts it (a clone, a queued experiment's fresh workspace or a `dvc checkout` without it is up to date
+# when the outputs are) nor deletes or restores it (`dvc checkout` after a killed run cannot undo the run's progress).
+# .dvc/tmp/ is DVC's own scratch folder: git-ignored by `dvc init`, never tracked, never cleaned by DVC. One run's
+# state at a time: the checkpoint's fingerprint (wgan.training.checkpoint) says whose it is.
+TRAIN_STATE = Path(".dvc/tmp/wgan/train")
+CHECKPOINT = TRAIN_STATE / "checkpoint.pt"
+KEPT_STATE = TRAIN_STATE / "kept"  # the generators kept so far, copied to KEPT when the run delivers
+LIVE_STATE = TRAIN_STATE / "dvclive"  # the DVCLive record so far, copied to LIVE_DIR when the run delivers
+
 # stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
 STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "params": ((), (PARAMS_OK,)),
@@ -47,18 +57,19 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "prepare": ((PARAMS_OK, RAW), (PREPARED,)),
     "train": (
         (PARAMS_OK, TRAIN_DATA, TEST_DATA),
-        (GENERATOR, CRITIC, SAMPLES, CHECKPOINT, KEPT, LIVE_PLOTS, LIVE_METRICS),
+        (GENERATOR, CRITIC, SAMPLES, KEPT, LIVE_PLOTS, LIVE_METRICS),
     ),
     "render": ((PARAMS_OK, SAMPLES), (GRIDS,)),
     "gif": ((PARAMS_OK, GRIDS), (GIF,)),
     "latent_walk": ((PARAMS_OK, GENERATOR), (LATENT_WALK,)),
     "classifier": ((PARAMS_OK, TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
     "quality": ((PARAMS_OK, KEPT, CLASSIFIER, REAL_FEATURES), (BEST_GENERATOR, QUALITY_METRICS, QUALITY_CURVE)),
+    "pick_generator": ((PARAMS_OK, GENERATOR, BEST_GENERATOR), (EVALUATED_GENERATOR,)),
     "evaluate": (
-        (PARAMS_OK, GENERATOR, BEST_GENERATOR, CLASSIFIER, REAL_FEATURES),
+        (PARAMS_OK, EVALUATED_GENERATOR, CLASSIFIER, REAL_FEATURES),
         (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY),
     ),
-    "export": ((PARAMS_OK, GENERATOR, BEST_GENERATOR, EVAL_METRICS), (EXPORT,)),
+    "export": ((PARAMS_OK, EVALUATED_GENERATOR, EVAL_METRICS), (EXPORT,)),
 }
 
 
@@ -106,13 +117,15 @@ def rerun(stage: str) -> str:
 
 @dataclass(frozen=True)
 class TrainPaths:
-    """The train stage's files; tests root them in a temporary folder."""
+    """The train stage's files, its run state among them; tests root them in a temporary folder."""
 
     train_data: Path = TRAIN_DATA
     test_data: Path = TEST_DATA
     generator: Path = GENERATOR
     critic: Path = CRITIC
     samples: Path = SAMPLES
-    checkpoint: Path = CHECKPOINT
     kept: Path = KEPT
     live_dir: Path = LIVE_DIR
+    checkpoint: Path = CHECKPOINT
+    kept_state: Path = KEPT_STATE
+    live_state: Path = LIVE_STATE

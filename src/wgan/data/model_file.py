@@ -1,7 +1,7 @@
 """The model file format: ``{"kind", "kwargs", "state_dict"}``, the constructor arguments beside the weights.
 
 A model is rebuilt from its file alone and loaded with ``torch.load(..., weights_only=True)``. The same
-``save_model``/``load_model`` serve the generator, the critic and the classifier (``wgan.evaluation.classifier``).
+``save_model``/``load_model`` serve the generator, the critic and the classifier (``wgan.classifier.classifier``).
 
 A generator's file also records ``"norm": {"mean", "std"}``, the normalization of the pixels it was trained on, so
 that its output maps back to pixels the same way whatever ``params.yaml`` says later (``load_model_and_norm``).

@@ -37,6 +37,12 @@ class Split:
         return int(self.images.shape[0])
 
 
+def class_shares(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Share of each class among ``labels`` (float64, sums to 1): the real test split's, or the classifier's picks."""
+    counts = torch.bincount(labels.long(), minlength=n_classes).to(torch.float64)
+    return counts / counts.sum()
+
+
 def normalize(pixels_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 pixels -> float32 ``(x / 255 - mean) / std``, as torchvision's ToTensor + Normalize."""
     return (pixels_u8.to(torch.float32) / 255.0 - mean) / std

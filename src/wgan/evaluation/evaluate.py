@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
+from wgan.classifier.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
 from wgan.config import ScoringConfig
 from wgan.data.prepared import IMAGE_SHAPE
 from wgan.errors import UserError
 from wgan.evaluation import metrics
-from wgan.evaluation.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.models.sampling import balanced_digits, draw_latents, sample, sample_digits

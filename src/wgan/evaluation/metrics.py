@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from wgan.data.prepared import class_shares
+
 DIST_CHUNK = 1024  # rows per torch.cdist call: 1024 x 60000 float32 is 246 MB at most
 
 
@@ -160,12 +162,6 @@ def classifier_score(probs: torch.Tensor) -> float:
     marginal = p.mean(0, keepdim=True)
     kl = torch.special.xlogy(p, p) - torch.special.xlogy(p, marginal)
     return math.exp(float(kl.sum(1).mean()))
-
-
-def class_shares(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Share of each class among ``labels`` (float64, sums to 1)."""
-    counts = torch.bincount(labels.long(), minlength=n_classes).to(torch.float64)
-    return counts / counts.sum()
 
 
 @dataclass(frozen=True)

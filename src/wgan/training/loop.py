@@ -6,8 +6,8 @@ Around the step, at completed-iteration counts:
 * every ``log_every`` iterations: read the metric sums (the only host sync), add the held-out Wasserstein
   estimate, check that everything is finite, log to DVCLive (``training.live``);
 * every ``sample_interval`` iterations: the fixed latent vectors through the generator (``wgan.data.samples``);
-* at the end of every ``keep_every``-th epoch and at the end of the run: the sampling generator into
-  ``models/kept/`` (``wgan.training.keep``), for the quality stage;
+* at the end of every ``keep_every``-th epoch and at the end of the run: the sampling generator into the run
+  state's kept folder (``wgan.training.keep``), delivered to ``models/kept/`` for the quality stage;
 * at the end of every ``checkpoint_every``-th epoch, every ``checkpoint_minutes`` (mid-epoch too), and at the
   next iteration after SIGINT (Ctrl-C) or SIGTERM, which then stop the run: a resumable checkpoint
   (``wgan.training.checkpoint``).
@@ -16,10 +16,16 @@ Logging, sampling, keeping and the held-out estimate never touch a random stream
 generator runs in eval mode for them), so ``log_every``, ``sample_interval`` and ``keep_every`` do not change the
 weights. A NaN or
 infinite loss stops the run with a ``UserError`` naming the iteration, at most ``log_every`` iterations late
-(the sums turn non-finite), and the last good checkpoint stays. A run is finished only once its outputs are
-written (``deliver``): the end state is first checkpointed as unfinished, so a kill while the outputs are
-written resumes at the end and only writes them. A finished checkpoint stays on disk (a DVC output), and a rerun
-with it present trains from scratch, so a forced rerun really retrains.
+(the sums turn non-finite), and the last good checkpoint stays.
+
+The checkpoint, the kept generators and the DVCLive record are written into the run state (``wgan.paths``:
+``.dvc/tmp/wgan/train/``, never a DVC output), and the stage's outputs appear only when the run delivers: the
+kept generators and the curves are copied out, then the models written. So a failed or killed run leaves no
+output of its own behind for `dvc checkout` to trip over, and nothing `dvc checkout` restores can break a resume.
+A run is finished only once its outputs are written (``deliver``): the end state is first checkpointed as
+unfinished, so a kill while the outputs are written resumes at the end and only writes them. A finished
+checkpoint stays in the run state (its kept copies and curves are removed), and a rerun with it present trains
+from scratch, so a forced rerun really retrains.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ from wgan.data.prepared import IMAGE_SHAPE, to_uint8
 from wgan.data.samples import Samples
 from wgan.device import choose_device
 from wgan.errors import UserError
+from wgan.fileio import copy_dir
 from wgan.models.conditional import build_conditional_models, label_args
 from wgan.models.networks import Critic, Generator, build_models
 from wgan.paths import TrainPaths
@@ -51,7 +59,7 @@ from wgan.training.checkpoint import RunState, first_nonfinite, load_checkpoint,
 from wgan.training.cuda_graphs import make_step
 from wgan.training.distributed import ALONE, World, use_global_batchnorm
 from wgan.training.inputs import fixed_inputs, iterations_per_epoch, load_splits
-from wgan.training.keep import keep, sync_kept
+from wgan.training.keep import keep, kept_mismatch, sync_kept
 from wgan.training.live import M_HELDOUT, M_RATE, Live, Rate, run_record
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
@@ -79,7 +87,8 @@ def train(
     norm: tuple[float, float] | None = None,
     deliver: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) a WGAN as ``cfg`` says; write the checkpoint and ``dvclive/`` on the way.
+    """Train (or resume) a WGAN as ``cfg`` says; write the run state on the way, ``models/kept/`` and ``dvclive/`` at
+    the end.
 
     ``world`` (the process group, ``wgan.training.distributed``): each rank trains on its share of every batch,
     and only rank 0 writes files. ``norm`` (prepare's mean, std), when given, must be the data's normalization:
@@ -128,13 +137,13 @@ class Run:
 
         history = self._resume()
         if world.is_main:  # the kept generators of the checkpoint resumed, or none for a fresh run
-            sync_kept(paths.kept, self.state.kept, history is not None, paths.checkpoint, self.log)
+            sync_kept(paths.kept_state, self.state.kept, history is not None, self.log)
         self.saved_at = self.state.iteration if history is not None else None  # the checkpoint on disk
         self.saved_time = time.monotonic()  # when it was saved (or the run started): train.checkpoint_minutes
         self.saved_state: dict[str, Any] = {}  # what rank 0 saved last, marked finished once the outputs exist
         self.finite_at = self.state.iteration  # the last iteration at which losses and state were seen finite
         record = run_record(device, cfg.precision)  # after make_step: it sets TF32 on CUDA
-        self.live = Live(paths.live_dir, history or [], record) if world.is_main else None
+        self.live = Live(paths.live_state, history or [], record) if world.is_main else None
         self.rate = Rate(self.state.iteration)
         self.bar = progress(self.total, self.state.iteration, world.is_main)
 
@@ -153,8 +162,7 @@ class Run:
     def _resume(self) -> list[dict[str, float]] | None:
         """Restore the state of a resumable checkpoint; its metric history, or None when starting afresh."""
         # rank 0's checkpoint on every rank: other machines have no copy of it
-        found = load_checkpoint(self.paths.checkpoint, self.fingerprint, self.log) if self.world.is_main else None
-        ckpt = self.world.from_main(found)
+        ckpt = self.world.from_main(self._resumable() if self.world.is_main else None)
         if ckpt is None:
             return None
         history = self.state.restore(ckpt, self.paths.checkpoint)
@@ -163,6 +171,17 @@ class Run:
         if done == self.total:
             self.log("training had finished before its outputs were written; writing them")
         return history
+
+    def _resumable(self) -> dict[str, Any] | None:
+        """Rank 0: the checkpoint to resume, with every kept generator it lists in place; else None, saying why."""
+        ckpt = load_checkpoint(self.paths.checkpoint, self.fingerprint, self.log)
+        listed = ckpt.get("kept") if ckpt is not None else None
+        if isinstance(listed, dict):  # another type is a damaged checkpoint: RunState.restore says so
+            reason = kept_mismatch(self.paths.kept_state, {str(k): str(v) for k, v in listed.items()})
+            if reason:
+                self.log(f"ignoring checkpoint {self.paths.checkpoint}: {reason}; training from scratch")
+                return None
+        return ckpt
 
     def loop(self, deliver: Callable[[TrainResult], None] | None) -> TrainResult:
         cfg, state = self.cfg, self.state
@@ -227,16 +246,22 @@ class Run:
         self.checkpoint(finished)
 
     def deliver(self, deliver: Callable[[TrainResult], None] | None) -> TrainResult:
-        """Hand the result to ``deliver`` (rank 0), then mark the checkpoint finished."""
+        """Rank 0: copy the kept generators and the curves out of the run state, hand the result to ``deliver``,
+        then mark the checkpoint finished and drop the copies (a finished checkpoint is never resumed)."""
         if self.live is not None:
             self.live.end()
         result = TrainResult(  # with train.ema_decay > 0 the averaged generator; the checkpoint keeps the live one
             self.sampler(), self.state.critic, self.state.samples, self.live.latest() if self.live else {},
             self.state.iteration, self.norm,
         )  # fmt: skip
-        if self.world.is_main and deliver is not None:
-            deliver(result)
-            save_checkpoint({**self.saved_state, "finished": True}, self.paths.checkpoint)
+        if self.world.is_main:
+            copy_dir(self.paths.kept_state, self.paths.kept)
+            copy_dir(self.paths.live_state, self.paths.live_dir)
+            if deliver is not None:
+                deliver(result)
+                save_checkpoint({**self.saved_state, "finished": True}, self.paths.checkpoint)
+            for folder in (self.paths.kept_state, self.paths.live_state):
+                shutil.rmtree(folder, ignore_errors=True)
         return result
 
     def epoch_of(self, iteration: int) -> int:
@@ -249,11 +274,12 @@ class Run:
         return self.state.generator if ema is None else ema.ready(self.state.step.autocast)
 
     def keep_generator(self) -> None:
-        """The sampling generator into ``models/kept/`` (``wgan.training.keep``), listed in the next checkpoint."""
+        """The sampling generator into the run state's kept folder (``wgan.training.keep``), listed in the next
+        checkpoint."""
         generator = self.sampler()  # on every rank: the average's BatchNorm recompute is collective under torchrun
         if self.world.is_main:
             epoch = kept_epoch(self.state.iteration, self.per_epoch)
-            keep(self.paths.kept, generator, self.norm, epoch, self.state.kept)
+            keep(self.paths.kept_state, generator, self.norm, epoch, self.state.kept)
 
     def snapshot(self) -> None:
         """The fixed latent vectors through the sampling generator in eval mode, kept as uint8 pixels."""

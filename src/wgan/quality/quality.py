@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from wgan.classifier.classifier import Classifier, RealFeatures
 from wgan.config import QualityConfig
-from wgan.evaluation.classifier import Classifier, RealFeatures
 from wgan.evaluation.evaluate import build_reference, check_sizes, classify_samples, real_subset, score
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wgan.config import ClassifierConfig
-from wgan.data.prepared import N_CLASSES, Split
+from wgan.data.prepared import N_CLASSES, Split, class_shares
 from wgan.errors import UserError
-from wgan.evaluation.metrics import class_shares
 from wgan.fileio import torch_load_safe, torch_save_atomic
 from wgan.paths import rerun
 
