@@ -102,10 +102,17 @@ def test_the_resume_state_is_no_pipeline_output(repo: Path, finished: dict[str, 
     assert ran_stages(dvc(repo, "repro").stdout) == set()
 
 
-def test_a_clone_pulled_from_the_remote_is_up_to_date(repo: Path, finished: dict[str, bytes], tmp_path: Path) -> None:
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-    dvc(clone, "pull")
+@pytest.fixture(scope="module")
+def clone(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teammate's workspace: `git clone` of the committed run, then `dvc pull` from the remote."""
+    path = tmp_path_factory.mktemp("clone") / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(path)], check=True)
+    dvc(path, "pull")
+    return path
+
+
+def test_a_clone_pulled_from_the_remote_is_up_to_date(clone: Path, finished: dict[str, bytes]) -> None:
+    assert not (clone / paths.CHECKPOINT).exists()
     assert status(clone) == {}
     assert ran_stages(dvc(clone, "repro").stdout) == set()
     assert snapshot(clone) == finished
@@ -123,9 +130,11 @@ def _queue_done(repo: Path, names: list[str], timeout_s: float = 420) -> str:
         time.sleep(2)
 
 
-def test_queued_experiments_run_only_what_their_change_reruns(repo: Path, finished: dict[str, bytes]) -> None:
-    """Two experiments in two workers at once (`dvc queue start -j 2`), each in a fresh temporary workspace:
-    both finish, and each runs params, pick_generator and evaluate only: train, classifier and quality are skipped."""
+def test_queued_experiments_run_only_what_their_change_reruns(clone: Path, finished: dict[str, bytes]) -> None:
+    """In the pulled clone, two experiments in two workers at once (`dvc queue start -j 2`), each in a fresh
+    temporary workspace: both finish, and each runs params, pick_generator and evaluate only: train, classifier and
+    quality are skipped."""
+    repo = clone
     names = ["samples-120", "samples-150"]
     for name, n in zip(names, (120, 150), strict=True):
         dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"evaluate.n_samples={n}")
