@@ -6,7 +6,7 @@ statistics copied in (the alternative). A killed or stopped run can be scored wh
 averaged run scores the plain recipe too: its live generator trains bit for bit as without averaging.
 Needs ``models/classifier.pt`` and ``models/real_features.pt`` (``dvc repro classifier``).
 
-    python benchmarks/score_checkpoint.py [models/checkpoint.pt] [--n-samples N]
+    python benchmarks/score_checkpoint.py [.dvc/tmp/wgan/train/checkpoint.pt] [--n-samples N]
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 and its generator (see wgan.quality.quality).
 
 models/best_generator.pt is a byte-for-byte copy of the kept file with the lowest FID, so `wgan sample --model`,
-`wgan interpolate --model` and the evaluate stage (evaluate.generator: best) read it like models/generator.pt.
+`wgan interpolate --model` and the evaluate stage (evaluate.generator: best, through the pick_generator stage's
+copy) read it like models/generator.pt.
 """
 
 import time

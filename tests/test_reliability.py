@@ -393,9 +393,9 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
     _no_outputs(root)
 
     out = _run_stage_here(root, monkeypatch, capsys)
-    assert f"removed models/{partial.name}, left by an interrupted write" in out
+    assert f"removed {CHECKPOINT.parent / partial.name}, left by an interrupted write" in out
     assert f"resuming from {CHECKPOINT}: 1 epochs ({PER_EPOCH} iterations) done" in out
-    assert not list((root / "models").glob(".*.tmp"))
+    assert not list((root / CHECKPOINT.parent).glob(".*.tmp"))
     _assert_same_run(reference(N_TRAIN, **RUN), root)
 
 
