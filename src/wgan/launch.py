@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from wgan.errors import UserError
-from wgan.paths import LIVE_METRICS
+from wgan.paths import LIVE_STATE_METRICS
 from wgan.stage import EXIT_LOST_PEER, EXIT_USER_ERROR
 
 # After a worker fails the others get SIGTERM and this long to exit before SIGKILL (torch waits 30 s): a stopped
@@ -191,13 +191,14 @@ def _cause(failures: dict[int, Any], started: float) -> str:
 
 
 def last_point(started: float) -> str:
-    """The iteration of the run's last metric point in DVCLive's metrics.json, worded for the line naming a dead
-    process; "" when this launch did not write the file (an older one is another run's). Rank 0 logs every
-    train.log_every iterations, so a process that died without a word (SIGKILL) had got at least that far."""
+    """The iteration of the run's last metric point in its DVCLive metrics.json (in the run state until the run
+    delivers), worded for the line naming a dead process; "" when this launch did not write the file (an older one
+    is another run's). Rank 0 logs every train.log_every iterations, so a process that died without a word
+    (SIGKILL) had got at least that far."""
     try:
-        if LIVE_METRICS.stat().st_mtime < started:
+        if LIVE_STATE_METRICS.stat().st_mtime < started:
             return ""
-        step = int(json.loads(LIVE_METRICS.read_text(encoding="utf-8"))["step"])
+        step = int(json.loads(LIVE_STATE_METRICS.read_text(encoding="utf-8"))["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     return f" (the run's last metric point: iteration {step})"

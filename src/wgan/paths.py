@@ -49,6 +49,7 @@ TRAIN_STATE = Path(".dvc/tmp/wgan/train")
 CHECKPOINT = TRAIN_STATE / "checkpoint.pt"
 KEPT_STATE = TRAIN_STATE / "kept"  # the generators kept so far, copied to KEPT when the run delivers
 LIVE_STATE = TRAIN_STATE / "dvclive"  # the DVCLive record so far, copied to LIVE_DIR when the run delivers
+LIVE_STATE_METRICS = LIVE_STATE / LIVE_METRICS.name  # the run's latest metric point while it runs (wgan.launch)
 
 # stage -> (data it reads, what it writes: outs, metrics and plots); code deps are listed in dvc.yaml only
 STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
