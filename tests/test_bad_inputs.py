@@ -349,8 +349,8 @@ CASES = [
     Case(
         "generator-normalization-damaged",
         "evaluate",
-        lambda ws: (eval_inputs(ws), _damaged_normalization(ws / "models/generator.pt")),
-        "models/generator.pt does not hold a valid generator (its pixel normalization is damaged)",
+        lambda ws: (eval_inputs(ws), _damaged_normalization(ws / "models/evaluated_generator.pt")),
+        "models/evaluated_generator.pt does not hold a valid generator (its pixel normalization is damaged)",
     ),
     Case(
         "generator-shapes-mismatch",

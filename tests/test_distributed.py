@@ -29,7 +29,7 @@ from wgan.data.model_file import load_model
 from wgan.data.samples import load_samples
 from wgan.fileio import torch_load_safe
 from wgan.models.networks import Generator
-from wgan.paths import CHECKPOINT
+from wgan.paths import CHECKPOINT, LIVE_STATE_METRICS
 from wgan.training.live import M_HELDOUT
 from wgan.training.step import M_CRITIC, M_GENERATOR, M_WASSERSTEIN
 
@@ -282,7 +282,7 @@ def test_a_killed_rank_ends_the_run_with_one_line_and_the_next_run_resumes(tmp_p
     code, _, err = _finish(proc, timeout=90)
     assert time.monotonic() - start < 60, "the surviving rank hung"
     assert code == 128 + signal.SIGKILL, err
-    step = json.loads((root / "dvclive/metrics.json").read_text())["step"]  # rank 0's last point: where it was
+    step = json.loads((root / LIVE_STATE_METRICS).read_text())["step"]  # rank 0's last point: where it was
     line = f"error: training process rank 1 (pid {victim}) was killed by SIGKILL (the run's last metric point: "
     assert line + f"iteration {step})" in err and "Traceback" not in err, err
     assert not (root / "models/generator.pt").exists()
