@@ -15,6 +15,7 @@ import yaml
 from wgan.data.model_file import save_model
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
+from wgan.paths import EVALUATED_GENERATOR
 
 LATENT = 8
 HIDDEN = (16, 32, 24)  # three blocks: two BatchNorms, so the per-layer order matters
@@ -34,12 +35,13 @@ def random_generator(conditional: bool, seed: int = 0) -> Generator | Conditiona
 
 def write_inputs(root: Path, conditional: bool, seed: int = 0, norm: tuple[float, float] = (0.5, 0.5)) -> Path:
     """A folder with what the export stage reads: params.yaml (small train section), a generator trained in
-    normalization ``norm`` (its file records it), the evaluate stage's metrics."""
+    normalization ``norm`` (its file records it) where the pick_generator stage copies it, the evaluate stage's
+    metrics."""
     train = {"latent_dim": LATENT, "g_hidden": list(HIDDEN), "conditional": conditional}
     params = {"prepare": {"mean": 0.5, "std": 0.5}, "train": train, "evaluate": {}}
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    save_model(random_generator(conditional, seed), root / "models/generator.pt", norm)
+    save_model(random_generator(conditional, seed), root / EVALUATED_GENERATOR, norm)
     (root / "results/eval").mkdir(parents=True, exist_ok=True)
     (root / "results/eval/metrics.json").write_text(json.dumps(METRICS))
     return root

@@ -45,7 +45,8 @@ def _sample(cwd: Path, model: Path, out: Path) -> subprocess.CompletedProcess[st
 
 def test_two_processes_write_the_same_bytes_and_wgan_sample_reads_the_folder(tmp_path: Path) -> None:
     """The same inputs in two workspaces: identical folders. `wgan sample --model <folder>` draws the same PNG
-    as `--model models/generator.pt`, whose file records the normalization 0.45 / 0.6: the folder carries it."""
+    as `--model models/evaluated_generator.pt`, whose file records the normalization 0.45 / 0.6: the folder
+    carries it."""
     folders = []
     for name in ("a", "b"):
         ws = write_inputs(tmp_path / name, conditional=True, norm=(0.45, 0.6))
@@ -58,7 +59,7 @@ def test_two_processes_write_the_same_bytes_and_wgan_sample_reads_the_folder(tmp
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     from_folder = _sample(elsewhere, folders[0], elsewhere / "folder.png")
-    from_file = _sample(tmp_path / "a", Path("models/generator.pt"), elsewhere / "file.png")
+    from_file = _sample(tmp_path / "a", paths.EVALUATED_GENERATOR, elsewhere / "file.png")
     assert from_folder.returncode == 0 and from_file.returncode == 0, from_folder.stderr + from_file.stderr
     assert (elsewhere / "folder.png").read_bytes() == (elsewhere / "file.png").read_bytes()
 
@@ -88,7 +89,7 @@ def test_an_unwritable_models_folder_is_one_line_and_keeps_the_last_export(tmp_p
     ws = write_inputs(tmp_path, conditional=False)
     assert run_stage_script("export", ws).returncode == 0
     before = _folder_bytes(ws / paths.EXPORT)
-    save_model(random_generator(False, seed=5), ws / "models/generator.pt", (0.5, 0.5))  # a new generator to export
+    save_model(random_generator(False, seed=5), ws / paths.EVALUATED_GENERATOR, (0.5, 0.5))  # a new one to export
     if not _immutable(ws / "models", True):
         pytest.skip("cannot make a folder unwritable here: chattr +i needs root on a file system that has it")
     try:
@@ -99,7 +100,7 @@ def test_an_unwritable_models_folder_is_one_line_and_keeps_the_last_export(tmp_p
     assert done.stderr.startswith("error: cannot write models/export:") and "make its folder writable" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert _folder_bytes(ws / paths.EXPORT) == before
-    assert sorted(p.name for p in (ws / "models").iterdir()) == ["export", "generator.pt"]
+    assert sorted(p.name for p in (ws / "models").iterdir()) == ["evaluated_generator.pt", "export"]
 
 
 def _changed(repo: Path) -> bool:
@@ -120,7 +121,7 @@ def test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_o
                 target.mkdir(exist_ok=True)
                 (target / "stand-in").write_text("stand-in\n")
     write_inputs(tmp_path / "inputs", conditional=True)
-    shutil.copy(tmp_path / "inputs/models/generator.pt", repo / paths.GENERATOR)
+    shutil.copy(tmp_path / "inputs" / paths.EVALUATED_GENERATOR, repo / paths.EVALUATED_GENERATOR)
     shutil.copy(tmp_path / "inputs/results/eval/metrics.json", repo / paths.EVAL_METRICS)
     dvc(repo, "commit", "--force")
     done = dvc(repo, "repro", "--force", "--single-item", "export")
@@ -154,8 +155,11 @@ def test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_o
     edit("stages/evaluate.py", False)
     assert not _changed(repo)
 
+    for unread in (paths.GENERATOR, paths.BEST_GENERATOR):  # the pick_generator stage copies one of them
+        save_model(random_generator(True, seed=7), repo / unread, (0.5, 0.5))
+        assert not _changed(repo), f"export depends on {unread}: it reads the evaluated copy alone"
     weights = (repo / paths.EXPORT / "model.safetensors").read_bytes()
-    save_model(random_generator(True, seed=7), repo / paths.GENERATOR, (0.5, 0.5))
+    save_model(random_generator(True, seed=7), repo / paths.EVALUATED_GENERATOR, (0.5, 0.5))
     assert _changed(repo)
     assert ran_stages(dvc(repo, "repro", "--single-item", "export").stdout) == {"export"}
     assert (repo / paths.EXPORT / "model.safetensors").read_bytes() != weights

@@ -132,8 +132,8 @@ def _queue_done(repo: Path, names: list[str], timeout_s: float = 420) -> str:
 
 def test_queued_experiments_run_only_what_their_change_reruns(clone: Path, finished: dict[str, bytes]) -> None:
     """In the pulled clone, two experiments in two workers at once (`dvc queue start -j 2`), each in a fresh
-    temporary workspace: both finish, and each runs params, pick_generator and evaluate only: train, classifier and
-    quality are skipped."""
+    temporary workspace: both finish, and each runs params, pick_generator, evaluate and export only: train,
+    classifier and quality are skipped."""
     repo = clone
     names = ["samples-120", "samples-150"]
     for name, n in zip(names, (120, 150), strict=True):
@@ -143,7 +143,7 @@ def test_queued_experiments_run_only_what_their_change_reruns(clone: Path, finis
     for name in names:
         assert "Success" in next(line for line in shown.splitlines() if name in line), shown
         log = dvc(repo, "queue", "logs", name).stdout
-        assert ran_stages(log) == {"params", "pick_generator", "evaluate"}, log
+        assert ran_stages(log) == {"params", "pick_generator", "evaluate", "export"}, log
     exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     runs = {e["name"]: e["revs"][0]["data"] for commit in exps for e in (commit.get("experiments") or [])}
     for name, n in zip(names, (120, 150), strict=True):
@@ -239,8 +239,8 @@ def _another_best(repo: Path) -> None:
 def test_a_quality_change_reruns_evaluate_only_when_it_scores_the_best_generator(
     repo: Path, finished: dict[str, bytes]
 ) -> None:
-    """evaluate.generator: final: evaluate depends on no output of quality, so neither a quality param nor another
-    best generator reruns it; best: another best generator reruns it (through the pick)."""
+    """evaluate.generator: final: evaluate (and export) depend on no output of quality, so neither a quality param
+    nor another best generator reruns them; best: another best generator reruns them (through the pick)."""
     best = (repo / paths.BEST_GENERATOR).read_bytes()
     edit_params(repo, quality={"seed": 1})
     ran = ran_stages(dvc(repo, "repro").stdout)
@@ -253,11 +253,11 @@ def test_a_quality_change_reruns_evaluate_only_when_it_scores_the_best_generator
     dvc(repo, "checkout", "--force")  # the hand-made best generator is in no cache
     edit_params(repo, evaluate={"generator": "best"})
     out = dvc(repo, "repro").stdout
-    assert ran_stages(out) == {"params", "pick_generator", "evaluate"}, out
+    assert ran_stages(out) == {"params", "pick_generator", "evaluate", "export"}, out
     assert "samples of models/best_generator.pt" in out, out
     _another_best(repo)
     dvc(repo, "repro", "--single-item", "pick_generator")  # quality itself would write its pick back
-    assert set(status(repo)) == {"quality", "evaluate"}  # evaluate's generator changed
+    assert set(status(repo)) == {"quality", "evaluate", "export"}  # the generator they read changed
 
     subprocess.run(RESET, shell=True, cwd=repo, check=True)
     dvc(repo, "checkout", "--force")
