@@ -166,8 +166,8 @@ def eval_inputs(ws: Path) -> None:
 
 
 def export_inputs(ws: Path) -> None:
-    """A small generator and the evaluate stage's metrics: what the export stage reads."""
-    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/generator.pt", (0.5, 0.5))
+    """A small generator (the pick_generator stage's copy) and the evaluate stage's metrics: what export reads."""
+    save_model(Generator(latent_dim=8, hidden=(16, 32)), ws / "models/evaluated_generator.pt", (0.5, 0.5))
     write_json(ws / "results/eval/metrics.json", {"fid": 1.0, "fid_floor": 0.5})
 
 
@@ -394,20 +394,20 @@ CASES = [
     Case(
         "export-a-critic",
         "export",
-        lambda ws: (export_inputs(ws), save_model(Critic(), ws / "models/generator.pt")),
-        "models/generator.pt is not a saved generator; rerun `dvc repro train`",
+        lambda ws: (export_inputs(ws), save_model(Critic(), ws / "models/evaluated_generator.pt")),
+        "models/evaluated_generator.pt is not a saved generator; rerun `dvc repro pick_generator`",
     ),
     Case(
         "export-foreign",
         "export",
-        lambda ws: (export_inputs(ws), evil_pickle(ws / "models/generator.pt")),
-        "generator file models/generator.pt cannot be loaded",
+        lambda ws: (export_inputs(ws), evil_pickle(ws / "models/evaluated_generator.pt")),
+        "generator file models/evaluated_generator.pt cannot be loaded",
     ),
     Case(
         "export-generator-missing",
         "export",
-        lambda ws: (export_inputs(ws), (ws / "models/generator.pt").unlink()),
-        "generator file models/generator.pt is missing; rerun `dvc repro train`",
+        lambda ws: (export_inputs(ws), (ws / "models/evaluated_generator.pt").unlink()),
+        "generator file models/evaluated_generator.pt is missing; rerun `dvc repro pick_generator`",
     ),
     Case(
         "export-metrics-missing",
