@@ -48,6 +48,7 @@ test-quick: $(VENV)/.installed-dev
 #   test_conditional.py::test_unconditional_weights_are_bit_identical_to_the_code_before_this_model
 #   test_perf_paths.py::test_gpu_check_runs_every_check_on_the_cpu                        the GPU script on the CPU
 #   test_perf_paths.py::test_cpu_weights_of_every_configuration_are_bit_identical_to_before_graphs   300 iterations
+#   test_rerun.py::test_queued_experiments_run_only_what_their_change_reruns   DVC's queue: celery workers, 1-2 min
 test-long: $(VENV)/.installed-dev
 	$(PYTEST) -m long -n $(TEST_WORKERS) --dist loadfile
 

@@ -130,6 +130,7 @@ def _queue_done(repo: Path, names: list[str], timeout_s: float = 420) -> str:
         time.sleep(2)
 
 
+@pytest.mark.long  # DVC's queue starts its workers (celery) and a temporary workspace per experiment: over a minute
 def test_queued_experiments_run_only_what_their_change_reruns(clone: Path, finished: dict[str, bytes]) -> None:
     """In the pulled clone, two experiments in two workers at once (`dvc queue start -j 2`), each in a fresh
     temporary workspace: both finish, and each runs params, pick_generator, evaluate and export only: train,
@@ -188,7 +189,7 @@ def test_killed_run_then_the_recommended_checkout_then_repro_resumes(
     """The issue's scenario: a finished run, then one with another seed SIGKILLed after 3 kept generators. The
     recovery dvc.yaml recommends (`dvc checkout`) brings back the finished run; `dvc repro` then resumes the killed
     run, says so in one line, and ends with the weights and kept generators of an uninterrupted run."""
-    edit_params(repo, train={"seed": 1, "epochs": 100})
+    edit_params(repo, train={"seed": 1, "epochs": 40})
     _kill_when_kept(repo, seed=1, kept=3)
 
     dvc(repo, "checkout")  # no --force: the killed run left no unsaved output behind
