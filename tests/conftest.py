@@ -39,8 +39,10 @@ ZYGOTE = Zygote(str(REPO / "src"))
 
 # The files that take longest (a DVC pipeline or torchrun runs each) start first: `make test` hands whole files to
 # its two workers in collection order, and a long file handed out last would run alone at the end.
-FIRST = ("test_pipeline_full.py", "test_export_stage.py", "test_compare.py", "test_pipeline_distributed.py",
-         "test_distributed.py", "test_reliability.py", "test_pipeline_data.py")  # fmt: skip
+FIRST = (
+    "test_pipeline_full.py", "test_rerun.py", "test_export_stage.py", "test_compare.py",
+    "test_pipeline_distributed.py", "test_distributed.py", "test_reliability.py", "test_pipeline_data.py",
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
