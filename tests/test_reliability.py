@@ -27,7 +27,17 @@ from typing import Any
 import pytest
 import torch
 from conftest import BIN, REPO, dvc, make_repo, stage_env
-from helpers import SMALL, STAGE, assert_same_state, load_state, make_project, read_tsv, small_cfg, write_split
+from helpers import (
+    SMALL,
+    STAGE,
+    assert_same_state,
+    load_state,
+    make_project,
+    read_tsv,
+    run_train,
+    small_cfg,
+    write_split,
+)
 from test_bad_inputs import evil_pickle
 
 import wgan.training.checkpoint
@@ -585,3 +595,26 @@ def test_every_load_in_the_code_is_weights_only() -> None:
     assert [line for line, _ in _unsafe_loads(ast.parse(unsafe))] == [1, 2, 3, 4]
     safe = "torch.load(f, map_location='cpu', weights_only=True)\nnp.load(f)\nNumpyOnlyUnpickler(f).load()"
     assert list(_unsafe_loads(ast.parse(safe))) == []
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_one_line_and_deleting_it_as_told_trains_from_scratch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint of this very run (its fingerprint matches) whose weights are damaged: the one line names the
+    recovery, and that recovery (delete it) gives the uninterrupted run's weights."""
+    cfg = small_cfg(epochs=2)
+    reference = run_train(make_project(tmp_path / "reference", epochs=2), monkeypatch, cfg)
+    root = make_project(tmp_path / "damaged", epochs=2)
+    run_train(root, monkeypatch, cfg)
+    ckpt = torch.load(root / CHECKPOINT, weights_only=True)
+    # unfinished, listing no kept generator (the run delivered its kept files), and a generator of other shapes
+    ckpt |= {"finished": False, "kept": {}, "generator": {"not": torch.zeros(1)}}
+    torch.save(ckpt, root / CHECKPOINT)
+    with pytest.raises(UserError, match="is damaged .*; delete it to train from scratch") as error:
+        run_train(root, monkeypatch, cfg)
+    assert "\n" not in str(error.value)
+    (root / CHECKPOINT).unlink()  # the recovery the message names
+    result = run_train(root, monkeypatch, cfg)
+    assert_same_state(reference.generator.state_dict(), result.generator.state_dict())
+    assert_same_state(reference.critic.state_dict(), result.critic.state_dict())
