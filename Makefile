@@ -31,24 +31,31 @@ test: $(VENV)/.installed-dev
 test-quick: $(VENV)/.installed-dev
 	WGAN_TEST_TIER=quick $(PYTEST) -m "not slow and not long" -p no:xdist -q
 
-# The tests marked `long`, which moved out of `make test` to keep it within five minutes (every assertion is
-# still run, here):
-#   test_train.py::test_real_mnist_generator_learns_the_background       a real training, 1-2 min
-#   test_evaluate.py::test_classifier_reaches_99_percent_on_mnist          the project's classifier in full
-#   test_evaluate.py::test_metrics_rank_degraded_samples_on_mnist          the same, ranking degraded samples
-#   test_chaos.py::test_every_kill_point_ends_in_the_uninterrupted_run     the two points the docs promise
+# The tests marked `long`, out of `make test` to keep it within five minutes; every assertion still runs here, and
+# CI runs this after `make test` (docs/testing.md says why each moved):
+#   test_train.py::test_real_mnist_generator_learns_the_background          a real training, 1-2 min
+#   test_evaluate.py::test_classifier_reaches_99_percent_on_mnist             the project's classifier in full
+#   test_evaluate.py::test_metrics_rank_degraded_samples_on_mnist             the same, ranking degraded samples
+#   test_chaos.py::test_every_kill_point_ends_in_the_uninterrupted_run        the two points the docs promise
 #   test_chaos.py::test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it
+#   test_chaos.py::test_a_user_error_is_not_restarted
 #   test_distributed.py::test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes
-#   test_reliability.py::test_ctrl_c_under_dvc_repro_then_repro_resumes[/bin/bash]   (/bin/sh, CI's, stays)
-#   test_reliability.py::test_signal_saves_mid_epoch_and_resume_is_bit_identical[SIGTERM-averaged-generator]
-#   test_reliability.py::test_signal_saves_mid_epoch_and_resume_is_bit_identical[SIGTERM-averaging-starts-later]
-#   test_distributed.py::test_wgan_gp_under_torchrun_matches_one_process                  (the clipping run stays)
+#   test_distributed.py::test_wgan_gp_under_torchrun_matches_one_process       (the clipping run's 2 processes stay)
 #   test_distributed.py::test_the_averaged_generator_under_two_processes_matches_one_process
 #   test_distributed.py::test_a_killed_rank_ends_the_run_with_one_line_and_the_next_run_resumes
+#   test_pipeline_distributed.py::test_two_process_exp_run_and_sharing_experiments_between_clones
+#   test_reliability.py::test_ctrl_c_under_dvc_repro_then_repro_resumes       (/bin/bash and /bin/sh)
+#   test_reliability.py::test_a_second_dvc_repro_is_refused_while_the_first_finishes
+#   test_reliability.py::test_signal_saves_mid_epoch_and_resume_is_bit_identical   (the two averaged-generator cases)
+#   test_quality.py::test_killed_run_resumes_with_exactly_the_kept_generators
 #   test_conditional.py::test_unconditional_weights_are_bit_identical_to_the_code_before_this_model
-#   test_perf_paths.py::test_gpu_check_runs_every_check_on_the_cpu                        the GPU script on the CPU
+#   test_perf_paths.py::test_gpu_check_runs_every_check_on_the_cpu             the GPU script on the CPU
 #   test_perf_paths.py::test_cpu_weights_of_every_configuration_are_bit_identical_to_before_graphs   300 iterations
-#   test_rerun.py::test_queued_experiments_run_only_what_their_change_reruns   DVC's queue: celery workers, 1-2 min
+#   test_compare.py::test_num_takes_in_the_experiments_of_earlier_commits
+#   test_export_stage.py::test_two_processes_write_the_same_bytes_and_wgan_sample_reads_the_folder
+#   test_export_stage.py::test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_or_its_code_change
+#   test_export_stage.py::test_the_registry_flow_gets_the_exact_bytes_of_a_version_and_a_stage
+#   test_rerun.py (all 7: its own pipeline, a clone and a remote, DVC's queue, a killed run and its recovery)
 test-long: $(VENV)/.installed-dev
 	$(PYTEST) -m long -n $(TEST_WORKERS) --dist loadfile
 

@@ -206,6 +206,7 @@ def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path: Path
     assert ckpt["iteration"] == 24 and not ckpt["finished"]  # the last epoch end before the stop
 
 
+@pytest.mark.long  # torchrun's agent with a restart allowed
 def test_a_user_error_is_not_restarted(tmp_path: Path) -> None:
     """A NaN (gp_lambda = 1e39 is inf in float32) fails the same way after any restart: the agent stops at once."""
     root = make_project(tmp_path, loss="wgan-gp", optimizer="adam", gp_lambda=1e39, log_every=5, epochs=3)

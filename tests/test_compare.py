@@ -182,6 +182,7 @@ def test_unknown_metric_and_no_project_are_one_line(sweep: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.long  # experiments of three commits
 def test_num_takes_in_the_experiments_of_earlier_commits(tmp_path: Path) -> None:
     """A new commit (new code, say) starts a new baseline: its experiments alone by default, both with --num 2."""
     repo = _project(tmp_path)

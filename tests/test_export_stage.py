@@ -43,6 +43,7 @@ def _sample(cwd: Path, model: Path, out: Path) -> subprocess.CompletedProcess[st
     return run_cmd(cwd, *command, check=False, env=stage_env(REPO))
 
 
+@pytest.mark.long  # two export processes and two wgan runs
 def test_two_processes_write_the_same_bytes_and_wgan_sample_reads_the_folder(tmp_path: Path) -> None:
     """The same inputs in two workspaces: identical folders. `wgan sample --model <folder>` draws the same PNG
     as `--model models/evaluated_generator.pt`, whose file records the normalization 0.45 / 0.6: the folder
@@ -107,6 +108,7 @@ def _changed(repo: Path) -> bool:
     return bool(yaml.safe_load(dvc(repo, "status", "export", "--json").stdout))
 
 
+@pytest.mark.long  # sixteen `dvc status` runs
 def test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_or_its_code_change(
     tmp_path: Path,
 ) -> None:
@@ -172,6 +174,7 @@ def _tagger_env(repo: Path) -> dict[str, str]:
     return stage_env(repo) | names | {"DVC_NO_ANALYTICS": "1"}
 
 
+@pytest.mark.long  # two versions through GTO, a remote and `dvc artifacts get`
 def test_the_registry_flow_gets_the_exact_bytes_of_a_version_and_a_stage(tmp_path: Path) -> None:
     """GTO tags a version and a stage; `dvc artifacts get` elsewhere brings back that version's bytes through Git
     and the DVC remote (the source repository's cache deleted first), while a newer version exists."""

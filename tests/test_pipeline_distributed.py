@@ -20,7 +20,7 @@ from helpers import make_project
 
 from wgan import paths
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # DVC experiments under torchrun, two clones: ~50 s
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 

@@ -95,6 +95,7 @@ def test_a_checkpoint_without_its_kept_generators_starts_afresh_saying_so(
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a stage killed after two epochs, then resumed
 def test_killed_run_resumes_with_exactly_the_kept_generators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25, "keep_every": 3}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch

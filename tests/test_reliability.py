@@ -470,6 +470,7 @@ def _gated_at_40(repo: Path, hook_dir: Path, tmp_path: Path) -> tuple[Path, Path
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two `dvc repro` runs, one paused until the other is refused
 def test_a_second_dvc_repro_is_refused_while_the_first_finishes(
     tmp_path: Path, hook_dir: Path, reference: Callable[..., tuple[Path, TrainResult]]
 ) -> None:
@@ -492,7 +493,8 @@ def test_a_second_dvc_repro_is_refused_while_the_first_finishes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shell", [pytest.param("/bin/bash", marks=pytest.mark.long), "/bin/sh"])  # sh: CI's
+@pytest.mark.long  # a `dvc repro` interrupted, then resumed, under each shell
+@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])
 def test_ctrl_c_under_dvc_repro_then_repro_resumes(
     tmp_path: Path, hook_dir: Path, reference: Callable[..., tuple[Path, TrainResult]], shell: str
 ) -> None:

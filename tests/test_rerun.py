@@ -25,7 +25,7 @@ from helpers import SMALL, assert_same_state, load_state, write_split
 
 from wgan import paths
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # a pipeline of its own, clones, a killed run: ~130 s
 
 N_TRAIN, N_TEST, BATCH = 400, 200, 50
 PER_EPOCH = N_TRAIN // BATCH
