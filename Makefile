@@ -51,7 +51,9 @@ test-quick: $(VENV)/.installed-dev
 #   test_conditional.py::test_unconditional_weights_are_bit_identical_to_the_code_before_this_model
 #   test_perf_paths.py::test_gpu_check_runs_every_check_on_the_cpu             the GPU script on the CPU
 #   test_perf_paths.py::test_cpu_weights_of_every_configuration_are_bit_identical_to_before_graphs   300 iterations
-#   test_compare.py::test_num_takes_in_the_experiments_of_earlier_commits
+#   test_compare.py: the four tests on the sweep (seven DVC experiments) and the experiments of earlier commits
+#   test_pipeline_full.py::test_a_train_param_reruns_train_never_the_data_or_the_classifier   (lr's exp run stays)
+#   test_train.py::test_killed_run_resumes_to_the_uninterrupted_result        (the signal resumes stay)
 #   test_export_stage.py::test_two_processes_write_the_same_bytes_and_wgan_sample_reads_the_folder
 #   test_export_stage.py::test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_or_its_code_change
 #   test_export_stage.py::test_the_registry_flow_gets_the_exact_bytes_of_a_version_and_a_stage

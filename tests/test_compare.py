@@ -112,6 +112,7 @@ def scipy_ci(values: list[float]) -> tuple[float, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the sweep: seven DVC experiments
 def test_groups_counts_means_ci_and_welch_match_scipy(sweep: Path) -> None:
     result = compare_experiments(str(sweep))
     assert result.differing == ["train.lr"]  # train.max_iterations is the same everywhere
@@ -142,6 +143,7 @@ def test_groups_counts_means_ci_and_welch_match_scipy(sweep: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the sweep: seven DVC experiments
 def test_the_command_prints_the_table(sweep: Path) -> None:
     out = wgan(sweep, "compare", "--metric", "fid", "--metric", "precision").stdout
     rows = {line.split()[0]: line for line in out.split("\n\n")[0].splitlines()[2:]}  # the table: header, rule, rows
@@ -163,6 +165,7 @@ def test_the_command_prints_the_table(sweep: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the sweep: seven DVC experiments
 def test_no_experiments_is_one_line_and_exit_2(sweep_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     err = sweep_run[1].stderr
     assert sweep_run[1].returncode == 2
@@ -170,6 +173,8 @@ def test_no_experiments_is_one_line_and_exit_2(sweep_run: tuple[Path, subprocess
     assert err.startswith("error: no finished experiments with fid, precision, recall in .; queue a seed-replicated")
 
 
+@pytest.mark.slow
+@pytest.mark.long  # the sweep: seven DVC experiments
 def test_unknown_metric_and_no_project_are_one_line(sweep: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     for repo, args, expect in (
         (sweep, ["--metric", "fdi"], "metric 'fdi' is not in the experiments; pass --metric with one of: fid, "),

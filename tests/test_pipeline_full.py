@@ -166,7 +166,9 @@ def test_render_param_reruns_render_and_gif_only(repo):
         assert grid.size == (4 * 30 + 2, 4 * 30 + 2)
 
 
+@pytest.mark.long  # eight stages again; the lr experiment above already checks the exact set for a train param
 def test_a_train_param_reruns_train_never_the_data_or_the_classifier(repo):
+    dvc(repo, "repro")  # alone (`make test-long`) it starts from the prepared repo; after the tests above, a no-op
     edit_params(repo, train={"clip_value": 0.02})  # a wgan-only key: DVC tracks the whole section
     ran = ran_stages(dvc(repo, "repro").stdout)
     assert "train" in ran

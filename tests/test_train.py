@@ -269,6 +269,7 @@ def test_user_errors_exit_2_with_one_line(
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a stage killed mid-run, then resumed (test_reliability's signals keep resume in make test)
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"epochs": 8, "batch_size": 16, "log_every": 10, "sample_interval": 25}
     killed = make_project(tmp_path / "kill", n_train=512, **params)  # 32 iterations an epoch
