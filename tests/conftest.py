@@ -98,6 +98,22 @@ def make_repo(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
+def stand_in_files(repo: Path) -> None:
+    """A stand-in file (or a folder holding one) at every path a stage reads or writes (``wgan.paths.STAGES``; the
+    reads too: train reads files inside prepare's folder), so that `dvc commit` records every stage unrun."""
+    from wgan import paths
+
+    for reads, writes in paths.STAGES.values():
+        for rel in (*reads, *writes):
+            target = repo / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.suffix:
+                target.write_text("stand-in\n")
+            else:
+                target.mkdir(exist_ok=True)
+                (target / "stand-in").write_text("stand-in\n")
+
+
 def run_cmd(
     repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -61,9 +61,14 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str
     return proc.returncode, out, err
 
 
-def _reference(root: Path, monkeypatch: pytest.MonkeyPatch, **params: Any) -> Any:
-    """The one-process run of ``params`` (in this process)."""
-    return run_train(make_project(root, **params), monkeypatch, small_cfg(**params))
+def _reference(root: Path, monkeypatch: pytest.MonkeyPatch, threads: int | None = None, **params: Any) -> Any:
+    """The one-process run of ``params`` (in this process), on ``threads`` threads if given."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        return run_train(make_project(root, **params), monkeypatch, small_cfg(**params))
+    finally:
+        torch.set_num_threads(before)
 
 
 def _dead_under_batchnorm(generator: Generator) -> set[str]:
@@ -160,12 +165,7 @@ def test_wgan_gp_under_torchrun_matches_one_process(tmp_path: Path, monkeypatch:
     params = {"max_iterations": 50, "log_every": 10, **GP}
     # The reference on two threads, whatever OMP_NUM_THREADS says (`make test` sets 1): its curves' tolerance was
     # set there; on one thread the held-out estimate's drift through the dead biases is 1.5e-3 (measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        reference = _reference(tmp_path / "one", monkeypatch, **params)
-    finally:
-        torch.set_num_threads(threads)
+    reference = _reference(tmp_path / "one", monkeypatch, threads=2, **params)
     root = make_project(tmp_path / "two", **params)
     code, _, err = _finish(_start(root, torchrun=["--nproc-per-node=2", "--standalone"]))
     assert code == 0, err
@@ -241,12 +241,7 @@ def test_sigterm_checkpoints_and_the_run_resumes_in_one_or_two_processes(
     at = torch_load_safe(stopped / CHECKPOINT, "checkpoint", "")["iteration"]
     assert 0 < at < 200 and not (stopped / "models/generator.pt").exists()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = _reference(tmp_path / "one", monkeypatch, **LONG)
-    finally:
-        torch.set_num_threads(threads)
+    reference = _reference(tmp_path / "one", monkeypatch, threads=1, **LONG)
     for nproc in ("1", "2"):
         root = tmp_path / f"resumed{nproc}"
         shutil.copytree(stopped, root)

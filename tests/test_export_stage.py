@@ -21,6 +21,7 @@ from conftest import (
     run_cmd,
     run_stage_script,
     stage_env,
+    stand_in_files,
     wgan_command,
 )
 from dvc.api import artifacts_show
@@ -113,15 +114,7 @@ def test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_o
     tmp_path: Path,
 ) -> None:
     repo = make_repo(tmp_path)
-    for reads, writes in paths.STAGES.values():  # stand-ins, so that `dvc commit` records every stage
-        for rel in (*reads, *writes):
-            target = repo / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.suffix:
-                target.write_text("stand-in\n")
-            else:
-                target.mkdir(exist_ok=True)
-                (target / "stand-in").write_text("stand-in\n")
+    stand_in_files(repo)
     write_inputs(tmp_path / "inputs", conditional=True)
     shutil.copy(tmp_path / "inputs" / paths.EVALUATED_GENERATOR, repo / paths.EVALUATED_GENERATOR)
     shutil.copy(tmp_path / "inputs/results/eval/metrics.json", repo / paths.EVAL_METRICS)

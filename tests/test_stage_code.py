@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, dvc, make_repo
+from conftest import REPO, dvc, make_repo, stand_in_files
 
 from wgan import paths
 
@@ -186,15 +186,7 @@ def test_editing_the_idx_reader_changes_prepare_and_what_follows_only(tmp_path: 
     leaves params and download unchanged and shows prepare changed, with only stages downstream of it; an edit to
     a download source shows download alone."""
     repo = make_repo(tmp_path)
-    for reads, writes in paths.STAGES.values():  # stand-in data, so that `dvc commit` can record every stage
-        for rel in (*reads, *writes):  # reads too: train reads files inside prepare's folder
-            target = repo / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.suffix:
-                target.write_text("stand-in\n")
-            else:
-                target.mkdir(exist_ok=True)
-                (target / "stand-in").write_text("stand-in\n")
+    stand_in_files(repo)
     dvc(repo, "commit", "--force")
     assert "up to date" in dvc(repo, "status").stdout.lower()
 
