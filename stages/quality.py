@@ -1,5 +1,6 @@
 """DVC stage `quality`: score every kept generator (models/kept/) -> the quality-over-training curve, the best epoch
-and its generator (see wgan.quality.quality).
+and its generator, against a held-out slice of the training split, never the evaluate stage's test split or
+latents (see wgan.quality.quality).
 
 models/best_generator.pt is a byte-for-byte copy of the kept file with the lowest FID, so `wgan sample --model`,
 `wgan interpolate --model` and the evaluate stage (evaluate.generator: best, through the pick_generator stage's
@@ -16,7 +17,7 @@ from wgan.data.model_file import load_model
 from wgan.fileio import atomic_write_bytes, write_json
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
-from wgan.quality.quality import best_point, score_over_training
+from wgan.quality.quality import best_point, reference_size, score_over_training
 from wgan.stage import run_stage
 
 
@@ -34,6 +35,10 @@ def main() -> None:
     write_json(paths.QUALITY_CURVE, curve)
     write_json(paths.QUALITY_METRICS, {"best_epoch": best["epoch"], "best_fid": best["fid"]})
     print(f"scored {len(curve)} kept generators, {cfg.n_samples} samples each, in {time.perf_counter() - start:.1f} s")
+    print(
+        f"FID against {reference_size(real.train.features.shape[0])} held-out training images, not the test split: "
+        "best_fid, the lowest of noisy FIDs, is biased low and not comparable to evaluate's fid"
+    )
     for point in curve:
         print(f"  epoch {point['epoch']:4d}  fid {point['fid']:8.3f}  (real: {point['fid_floor']:.3f})")
     print(

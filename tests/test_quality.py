@@ -1,8 +1,13 @@
 """Quality over training (#25): the kept generators, their resume, the quality stage and the best generator
-(through the DVC CLI: tests/test_pipeline_full.py)."""
+(through the DVC CLI: tests/test_pipeline_full.py); the pick made where nothing is reported (#37): on a held-out
+training slice and latents of its own, never the evaluate stage's test split or latents."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,11 +24,26 @@ from helpers import (
     small_cfg,
     start_stage,
 )
+from test_classifier import write_toy_splits
+from test_evaluate import SMALL, tiny_classifier, tiny_conditional_generator, tiny_generator
 
+from wgan import paths
+from wgan.classifier.classifier import RealFeatures, real_features, run_classifier, save_real_features
+from wgan.config import QualityConfig
+from wgan.data.model_file import save_model
+from wgan.data.prepared import load_prepared
+from wgan.evaluation.evaluate import build_reference, evaluate, score
 from wgan.fileio import file_sha256, torch_load_safe
+from wgan.models.conditional import ConditionalGenerator
+from wgan.models.networks import Generator
+from wgan.models.sampling import balanced_digits, draw_latents, sample, sample_digits
 from wgan.paths import CHECKPOINT, KEPT_STATE
+from wgan.quality.quality import REFERENCE_SIZE, best_point, held_out, held_out_features, score_over_training
 from wgan.training.keep import kept_mismatch, sync_kept
 from wgan.training.loop import train
+
+QUALITY = QualityConfig(n_samples=40, batch_size=16, kid_subsets=3, kid_subset_size=20, pr_k=2, seed=0)
+EVALUATE = dataclasses.replace(SMALL, n_samples=200)  # its floor every image of toy_real's training split: each digit
 
 
 def test_kept_epochs_and_weights_bit_identical_with_keeping_on_and_off(
@@ -127,3 +147,125 @@ def test_quality_stage_without_kept_generators_is_one_line_and_exit_2(tmp_path: 
     proc = run_stage_script("quality", tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: the kept generators' folder models/kept is missing; rerun `dvc repro train`")
+
+
+# ----------------------------------------------------------------------------- the pick, apart from the report (#37)
+
+
+def toy_real(tmp_path: Path, n_train: int = 200, n_test: int = 50) -> RealFeatures:
+    write_toy_splits(tmp_path, n_train=n_train, n_test=n_test)
+    train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
+    return real_features(tiny_classifier(), train, test)
+
+
+def test_the_reference_slice_and_the_floor_are_disjoint_training_images_fixed_by_the_seed() -> None:
+    reference, floor = held_out(60_000, 2000, 0)  # MNIST's training split, quality's defaults
+    assert (len(reference), len(floor)) == (REFERENCE_SIZE, 2000) == (10_000, 2000)
+    assert len(set(reference.tolist())) == REFERENCE_SIZE and not set(reference.tolist()) & set(floor.tolist())
+    again = held_out(60_000, 2000, 0)
+    assert torch.equal(again[0], reference) and torch.equal(again[1], floor)
+    assert not torch.equal(held_out(60_000, 2000, 1)[0], reference)
+    small = held_out(200, 150, 0)  # a small split: half for the reference, the floor from the rest
+    assert (len(small[0]), len(small[1])) == (100, 100) and not set(small[0].tolist()) & set(small[1].tolist())
+
+
+def test_the_quality_stage_never_reads_the_test_split(tmp_path: Path) -> None:
+    """Its sets are rows of the training split; a test split of NaN features changes no number of the curve."""
+    real = toy_real(tmp_path)
+    held = held_out_features(real, QUALITY)
+    reference, floor = held_out(200, QUALITY.n_samples, QUALITY.seed)
+    assert torch.equal(held.test.features, real.train.features[reference])
+    assert torch.equal(held.train.features, real.train.features[floor])
+    assert torch.equal(held.test.labels, real.train.labels[reference])
+    generators = [(1, tiny_generator()), (2, tiny_conditional_generator())]
+    curve = score_over_training(generators, tiny_classifier(), real, QUALITY)
+    blind = dataclasses.replace(
+        real, test=dataclasses.replace(real.test, features=torch.full_like(real.test.features, math.nan))
+    )
+    assert score_over_training(generators, tiny_classifier(), blind, QUALITY) == curve
+    assert all(math.isfinite(point["fid"]) and math.isfinite(point["fid_floor"]) for point in curve)
+
+
+def _latents_seen(generator: Generator | ConditionalGenerator, run: Callable[..., object], *args: object) -> set:
+    """The latent vectors ``generator`` is run on while ``run(*args)`` runs, as exact rows."""
+    seen: list[torch.Tensor] = []
+    hook = generator.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].detach().clone()))
+    try:
+        run(*args)
+    finally:
+        hook.remove()
+    return {tuple(row) for row in torch.cat(seen).tolist()}
+
+
+@pytest.mark.parametrize("make", [tiny_generator, tiny_conditional_generator], ids=["plain", "conditional"])
+def test_the_quality_stage_draws_no_latent_the_evaluate_stage_draws(
+    tmp_path: Path, make: Callable[[], Generator | ConditionalGenerator]
+) -> None:
+    """quality.seed s and evaluate.seed s' (0..3, the same one included) share no latent vector; evaluate draws more,
+    as its defaults do (10,000 to 2000), so its first latents are where a shared seed would show."""
+    real, classifier, generator = toy_real(tmp_path), tiny_classifier(), make()
+    picked, reported = set(), set()
+    for seed in range(4):
+        quality = dataclasses.replace(QUALITY, seed=seed)
+        scoring = dataclasses.replace(EVALUATE, seed=seed)
+        picked |= _latents_seen(generator, score_over_training, [(1, generator)], classifier, real, quality)
+        reported |= _latents_seen(generator, evaluate, generator, classifier, real, scoring)
+    assert len(picked) == 4 * QUALITY.n_samples and len(reported) == 4 * EVALUATE.n_samples
+    assert not picked & reported
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["plain", "conditional"])
+def test_the_evaluate_stage_still_scores_the_latents_of_its_seed(tmp_path: Path, conditional: bool) -> None:
+    """evaluate's numbers are those of the code before #37, recomputed here step by step: the samples of
+    ``draw_latents(evaluate.seed)`` scored against the test split."""
+    real, classifier = toy_real(tmp_path), tiny_classifier()
+    generator = tiny_conditional_generator() if conditional else tiny_generator()
+    cfg = dataclasses.replace(EVALUATE, seed=3)
+    if conditional:
+        images = sample_digits(generator, balanced_digits(cfg.n_samples), cfg.seed, cfg.batch_size)
+    else:
+        images = sample(
+            generator, draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed), batch_size=cfg.batch_size
+        )
+    expected, shares = score(run_classifier(classifier, images, cfg.batch_size), build_reference(real, cfg), cfg)
+    result, _, _ = evaluate(generator, classifier, real, cfg)
+    assert {key: result[key] for key in expected} == expected
+    assert result["class_share"] == {str(d): float(s) for d, s in enumerate(shares)}
+
+
+def test_the_best_point_is_the_lowest_fid_the_earliest_on_a_tie() -> None:
+    curve = [{"epoch": 30, "fid": 2.0}, {"epoch": 20, "fid": 2.0}, {"epoch": 10, "fid": 3.0}, {"epoch": 40, "fid": 2.5}]
+    assert best_point(curve) == {"epoch": 20, "fid": 2.0}
+    assert best_point(curve[2:]) == {"epoch": 40, "fid": 2.5}
+
+
+@pytest.mark.slow
+def test_quality_stage_scores_the_kept_generators_against_the_held_out_slice(tmp_path: Path) -> None:
+    """The stage on stand-in files: a curve point per kept file, the pick copied byte for byte, the reference named
+    in its output, and the test split never read (its features NaN here)."""
+    write_toy_splits(tmp_path, n_train=200, n_test=50)
+    train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
+    real = real_features(tiny_classifier(), train, test)
+    blind = dataclasses.replace(
+        real, test=dataclasses.replace(real.test, features=torch.full_like(real.test.features, math.nan))
+    )
+    save_real_features(blind, tmp_path / paths.REAL_FEATURES)
+    save_model(tiny_classifier(), tmp_path / paths.CLASSIFIER)
+    (tmp_path / paths.KEPT).mkdir(parents=True)
+    for epoch in (10, 20):
+        torch.manual_seed(epoch)
+        save_model(Generator(latent_dim=8, hidden=(16, 32)), tmp_path / paths.KEPT / f"epoch_{epoch:04d}.pt")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"quality": dataclasses.asdict(QUALITY)}))
+    proc = run_stage_script("quality", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "FID against 100 held-out training images, not the test split" in proc.stdout, proc.stdout
+    curve = json.loads((tmp_path / paths.QUALITY_CURVE).read_text())
+    assert [point["epoch"] for point in curve] == [10, 20]
+    assert all(math.isfinite(point["fid"]) for point in curve)
+    best = best_point(curve)
+    assert json.loads((tmp_path / paths.QUALITY_METRICS).read_text()) == {
+        "best_epoch": best["epoch"],
+        "best_fid": best["fid"],
+    }
+    kept = tmp_path / paths.KEPT / f"epoch_{best['epoch']:04d}.pt"
+    assert (tmp_path / paths.BEST_GENERATOR).read_bytes() == kept.read_bytes()

@@ -45,15 +45,18 @@ class Reference:
     train: Outputs
 
 
-def check_sizes(cfg: ScoringConfig, real: RealFeatures, section: str = "evaluate") -> None:
-    """Reject settings the sets are too small for, with the key (of params section ``section``) to change."""
+def check_sizes(
+    cfg: ScoringConfig, real: RealFeatures, section: str = "evaluate", reference: str = "test split"
+) -> None:
+    """Reject settings the sets are too small for, with the key (of params section ``section``) to change;
+    ``reference`` names the set ``real.test`` holds in the message."""
     n_train, n_test = int(real.train.features.shape[0]), int(real.test.features.shape[0])
     n_floor = min(cfg.n_samples, n_train)
     smallest = min(cfg.n_samples, n_test, n_floor)
     if cfg.kid_subset_size > smallest:
         raise UserError(
             f"{section}.kid_subset_size = {cfg.kid_subset_size} is larger than the smallest set scored "
-            f"({smallest}: n_samples {cfg.n_samples}, test split {n_test}, training subset {n_floor}); "
+            f"({smallest}: n_samples {cfg.n_samples}, {reference} {n_test}, training subset {n_floor}); "
             f"lower it or raise {section}.n_samples"
         )
     if cfg.pr_k >= smallest:
@@ -146,9 +149,10 @@ def classify_samples(
     classifier: Classifier,
     cfg: ScoringConfig,
     truncation: float | None = None,
+    seed: int | None = None,
 ) -> Outputs:
-    """The classifier's outputs for ``cfg.n_samples`` samples of ``generator`` from the latents of ``cfg.seed``
-    (truncated at ``truncation``, see ``draw_latents``).
+    """The classifier's outputs for ``cfg.n_samples`` samples of ``generator`` from the latents of ``seed``
+    (None: ``cfg.seed``; the quality stage passes a stream of its own) truncated at ``truncation`` (``draw_latents``).
 
     A conditional generator is asked for equal numbers of each digit, and the outputs carry the digits asked for.
     """
@@ -157,11 +161,12 @@ def classify_samples(
             f"the generator makes {list(generator.img_shape)} images but the classifier needs {list(IMAGE_SHAPE)}; "
             f"{rerun('train')}"
         )
+    seed = cfg.seed if seed is None else seed
     if isinstance(generator, ConditionalGenerator):
         asked = balanced_digits(cfg.n_samples)
-        images = sample_digits(generator, asked, cfg.seed, cfg.batch_size, truncation)
+        images = sample_digits(generator, asked, seed, cfg.batch_size, truncation)
     else:
-        z = draw_latents((cfg.n_samples,), generator.latent_dim, cfg.seed, truncation)
+        z = draw_latents((cfg.n_samples,), generator.latent_dim, seed, truncation)
         asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
     return dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
 
