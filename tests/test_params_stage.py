@@ -70,9 +70,10 @@ def params_file(tmp_path: Path, **sections: dict) -> Path:
     [
         ({"render": {"n_images": 65}}, "render.n_images = 65 is larger than train.n_fixed = 64"),
         ({"evaluate": {"n_samples": 100, "kid_subset_size": 101}}, "evaluate.kid_subset_size = 101 is larger"),
-        ({"evaluate": {"n_samples": 50000, "kid_subset_size": 10001}}, "at most the 10000 test images"),
+        ({"evaluate": {"n_samples": 50000, "kid_subset_size": 10001}}, "at most the 10000 real images it is compared"),
         ({"evaluate": {"n_samples": 100, "kid_subset_size": 50, "pr_k": 100}}, "evaluate.pr_k = 100 needs more"),
         ({"quality": {"n_samples": 100, "kid_subset_size": 101}}, "quality.kid_subset_size = 101 is larger"),
+        ({"quality": {"n_samples": 50000, "kid_subset_size": 10001}}, r"\(10000: .*the 10000 real images"),  # its slice
         ({"quality": {"n_samples": 100, "kid_subset_size": 50, "pr_k": 100}}, "quality.pr_k = 100 needs more"),
     ],
 )

@@ -126,7 +126,7 @@ def _check_scoring(name: str, scoring: Any) -> None:
     if scoring.kid_subset_size > smallest:
         raise UserError(
             f"{name}.kid_subset_size = {scoring.kid_subset_size} is larger than the smallest set scored "
-            f"({smallest}: {name}.n_samples, at most the {MNIST_TEST_SIZE} test images); lower it"
+            f"({smallest}: {name}.n_samples, at most the {MNIST_TEST_SIZE} real images it is compared with); lower it"
         )
     if scoring.pr_k >= smallest:
         raise UserError(
