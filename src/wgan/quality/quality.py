@@ -57,11 +57,14 @@ def held_out(n_train: int, n_samples: int, seed: int) -> tuple[torch.Tensor, tor
 def held_out_features(real: RealFeatures, cfg: QualityConfig) -> RealFeatures:
     """The training split's features as the quality stage scores against them: the reference slice in the test
     split's place (``test``), the floor's images as ``train``. The test split is never read."""
-    reference, floor = held_out(int(real.train.features.shape[0]), cfg.n_samples, cfg.seed)
-    train = real.train
-    assert train.labels is not None  # load_real_features checks them
-    pick = [Outputs(train.features[i], train.probs[i], train.labels[i]) for i in (reference, floor)]
-    return RealFeatures(train=pick[1], test=pick[0], test_shares=class_shares(pick[0].labels, N_CLASSES))
+    train, labels = real.train, real.train.labels
+    assert labels is not None  # load_real_features checks them
+    reference, floor = held_out(int(train.features.shape[0]), cfg.n_samples, cfg.seed)
+    return RealFeatures(
+        train=Outputs(train.features[floor], train.probs[floor], labels[floor]),
+        test=Outputs(train.features[reference], train.probs[reference], labels[reference]),
+        test_shares=class_shares(labels[reference], N_CLASSES),
+    )
 
 
 def score_over_training(
