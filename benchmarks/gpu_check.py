@@ -16,7 +16,7 @@ docs/training.md gives them) is ``params.yaml``'s train section with its overrid
    also the tutorial's own loop); medians, the projected training time, and the GPU operations of one eager
    iteration (torch.profiler) with the floor they imply at ``KERNEL_US`` each.
 3. and 4. ``gpu_stages``: the recipe stopped and resumed on the device (graphed, and stopped eager then resumed
-   graphed), then the real stages (train, classifier, quality, pick_generator, evaluate) with their wall times.
+   graphed), then the real stages (train, classifier, judge, quality, pick_generator, evaluate) with their wall times.
 Prints one summary table; exit 1 when a check fails.
 """
 

@@ -6,8 +6,8 @@
    step (as several processes would have left it: step counts on the CPU) and resumed with graphs: it must resume
    and end within ``--graph-tol`` of the uninterrupted weights.
 4. The real stages: ``python stages/train.py`` with the recipe's params (``--stage-epochs``, ``--stage-precision``),
-   then ``classifier``, ``quality``, ``pick_generator`` and ``evaluate``, each a process in a temporary project
-   over ``data/prepared``.
+   then ``classifier``, ``judge``, ``quality``, ``pick_generator`` and ``evaluate``, each a process in a temporary
+   project over ``data/prepared``.
    Printed: each stage's wall time (process start to exit) and the training loop's own time (DVCLive's rate
    points), FID. When the timing table projects the training over ``--stage-budget-s``, fewer epochs run (said).
 5. With several GPUs: the train stage on 1 GPU vs one process per GPU (``bench_nproc.compare``).
@@ -43,7 +43,7 @@ from wgan.training import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARED_DIR = Path("data/prepared")  # of the project it runs in (the root, or a test's folder)
-STAGES = ("train", "classifier", "quality", "pick_generator", "evaluate")  # pick: the generator evaluate scores
+STAGES = ("train", "classifier", "judge", "quality", "pick_generator", "evaluate")  # pick: what evaluate scores
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

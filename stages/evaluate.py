@@ -2,7 +2,8 @@
 
 evaluate.generator picks the generator: the end of training (final, models/generator.pt) or the kept one with the
 lowest FID over training (best, models/best_generator.pt, from the quality stage). The pick_generator stage copies
-that one to models/evaluated_generator.pt, which this stage reads (and depends on) alone.
+that one to models/evaluated_generator.pt, which this stage reads (and depends on) alone. The same samples are scored
+in the judge's feature space too (judge_fid, ...: the judge stage's models/judge.pt), which no other stage reads.
 """
 
 import time
@@ -13,6 +14,7 @@ from wgan.config import load_section
 from wgan.data.model_file import load_model
 from wgan.evaluation.evaluate import evaluate
 from wgan.fileio import write_json
+from wgan.judge.judge import Judge
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.paths import rerun
@@ -26,8 +28,9 @@ def main() -> None:
     generator = load_model(path, (Generator, ConditionalGenerator), rerun("pick_generator"))
     classifier = load_model(paths.CLASSIFIER, Classifier)
     real = load_real_features(paths.REAL_FEATURES)
+    judge = load_model(paths.JUDGE, Judge), load_real_features(paths.JUDGE_FEATURES, rerun("judge"))
     start = time.perf_counter()
-    scores, hist, accuracy = evaluate(generator, classifier, real, cfg)
+    scores, hist, accuracy = evaluate(generator, classifier, real, cfg, judge=judge)
     write_json(paths.EVAL_METRICS, scores)
     write_json(paths.CLASS_HIST, hist)
     write_json(paths.DIGIT_ACCURACY, accuracy)

@@ -22,12 +22,13 @@ import torch
 import yaml
 from conftest import REPO, run_stage_script
 
-from wgan.classifier.classifier import Classifier
+from wgan.classifier.classifier import Classifier, real_features, save_real_features
 from wgan.data.model_file import save_model
-from wgan.data.prepared import save_prepared
+from wgan.data.prepared import load_prepared, save_prepared
 from wgan.download.canonical import FILES
 from wgan.download.pypi import PYPI_PICKLE_MEMBER, encode_idx
 from wgan.fileio import write_json
+from wgan.judge.judge import Judge
 from wgan.models.networks import Critic, Generator
 
 pytestmark = pytest.mark.slow  # every test here starts a stage or torchrun
@@ -45,6 +46,7 @@ STAGES = {
     "render": ("stages/render.py", "results/samples/final.png"),
     "gif": ("stages/gif.py", "results/wgan.gif"),
     "classifier": ("stages/classifier.py", "models/classifier.pt"),
+    "judge": ("stages/judge.py", "models/judge.pt"),
     "quality": ("stages/quality.py", "results/quality/metrics.json"),
     "pick_generator": ("stages/pick_generator.py", "models/evaluated_generator.pt"),
     "evaluate": ("stages/evaluate.py", "results/eval/metrics.json"),
@@ -365,6 +367,24 @@ CASES = [
         "real-data features file models/real_features.pt is missing; rerun `dvc repro classifier`",
     ),
     Case(
+        "judge-missing",
+        "evaluate",
+        lambda ws: (eval_inputs(ws), _classifier_features(ws)),
+        "judge file models/judge.pt is missing; rerun `dvc repro judge`",
+    ),
+    Case(
+        "judge-features-damaged",
+        "evaluate",
+        lambda ws: (
+            eval_inputs(ws),
+            _classifier_features(ws),
+            save_model(Judge(), ws / "models/judge.pt"),
+            truncate_copy(ws / "models/real_features.pt", ws / "models/judge_features.pt"),
+        ),
+        "models/judge_features.pt cannot be loaded",
+    ),
+    Case("judge-data-missing", "judge", lambda ws: None, "data/prepared/train.pt"),
+    Case(
         "classifier-foreign",
         "evaluate",
         lambda ws: (eval_inputs(ws), evil_pickle(ws / "models/classifier.pt")),
@@ -434,6 +454,17 @@ CASES = [
         {"WGAN_FAULT": "enospc", "PYTHONPATH": f"{FAULTS}{os.pathsep}{REPO / 'src'}"},
     ),
 ]
+
+
+def _classifier_features(ws: Path) -> None:
+    """The classifier stage's real-data features of the small splits: evaluate's input before the judge's."""
+    train, test = (load_prepared(ws / f"data/prepared/{split}.pt") for split in ("train", "test"))
+    save_real_features(real_features(Classifier(), train, test), ws / "models/real_features.pt")
+
+
+def truncate_copy(source: Path, dest: Path) -> None:
+    data = source.read_bytes()
+    dest.write_bytes(data[: len(data) // 2])
 
 
 def _mismatched_generator(path: Path) -> None:

@@ -17,7 +17,14 @@ import pytest
 from conftest import REPO, dvc, run_cmd, stage_env, wgan_command
 from scipy import stats
 
-from wgan.commands.compare import collect_runs, compare, compare_experiments, format_estimate, report
+from wgan.commands.compare import (
+    collect_runs,
+    compare,
+    compare_experiments,
+    default_metrics,
+    format_estimate,
+    report,
+)
 from wgan.commands.main import main
 from wgan.commands.stats import Estimate, mean_ci, welch_p
 from wgan.errors import UserError
@@ -303,3 +310,15 @@ def test_welch_with_one_side_without_spread_is_exact_and_quiet() -> None:
         warnings.simplefilter("error")
         assert welch_p(a, b) == pytest.approx(2 * stats.t.sf(abs(t), len(a) - 1), rel=1e-9)
     assert format_estimate(mean_ci([5.0])) == "5" and format_estimate(mean_ci([412.3, 398.1, 430.0])) == "413 ± 40"
+
+
+def test_the_default_metrics_add_the_judges_fid_where_an_experiment_reports_it() -> None:
+    """judge_fid (docs/quality.md#the-judge) is a default column; experiments from before the judge lack it, so a
+    sweep of those compares on the other defaults instead of failing."""
+    old = [row("a", 0.0, 1e-4, 10.0), row("b", 1.0, 1e-4, 12.0)]
+    assert default_metrics(old) == ["fid", "precision", "recall"]
+    new = [*old, row("c", 0.0, 5e-5, 20.0, **{"results/eval/metrics.json:judge_fid": 3.0})]
+    assert default_metrics(new) == ["fid", "precision", "recall", "judge_fid"]
+    runs, skipped, columns = collect_runs(new, {"train.seed", "train.lr", "train.g_hidden"}, ["fid", "judge_fid"])
+    assert [r.name for r in runs] == ["c"] and skipped == 2  # chosen: judge_fid, so the old runs are left out
+    assert columns == ["fid", "results/eval/metrics.json:judge_fid"]

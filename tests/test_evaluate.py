@@ -25,7 +25,8 @@ from wgan.config import EvaluateConfig, parse_section
 from wgan.data.model_file import load_model, save_model
 from wgan.data.prepared import load_prepared
 from wgan.errors import UserError
-from wgan.evaluation.evaluate import build_reference, evaluate, score, score_digits
+from wgan.evaluation.evaluate import JUDGE_METRICS, build_reference, evaluate, score, score_digits
+from wgan.judge.judge import Judge
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.models.sampling import draw_latents, sample
@@ -124,6 +125,10 @@ def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     save_model(tiny_classifier(), tmp_path / "models" / "classifier.pt")
     train, test = (load_prepared(tmp_path / "data" / "prepared" / f"{s}.pt") for s in ("train", "test"))
     save_real_features(real_features(tiny_classifier(), train, test), tmp_path / "models" / "real_features.pt")
+    torch.manual_seed(0)
+    judge = Judge(channels=(4, 8, 8), width=16).eval()
+    save_model(judge, tmp_path / "models" / "judge.pt")
+    save_real_features(real_features(judge, train, test), tmp_path / "models" / "judge_features.pt")
     params = {"evaluate": dataclasses.asdict(SMALL)}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert parse_section("evaluate", params["evaluate"]) == SMALL
@@ -131,7 +136,7 @@ def test_evaluate_stage_end_to_end(tmp_path: Path) -> None:
     proc = run_stage_script("evaluate", tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "results" / "eval" / "metrics.json").read_text())
-    for key in METRIC_KEYS:
+    for key in [*METRIC_KEYS, *(f"judge_{k}" for k in JUDGE_METRICS)]:
         assert math.isfinite(result[key]) and math.isfinite(result[f"{key}_floor"]), key
     assert len(result["class_share"]) == 10
     hist = json.loads((tmp_path / "results" / "eval" / "class_hist.json").read_text())

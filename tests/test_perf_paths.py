@@ -279,6 +279,7 @@ def test_gpu_check_runs_every_check_on_the_cpu(tmp_path: Path) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params |= {
         "classifier": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "seed": 0},
+        "judge": {**params["judge"], "epochs": 1},
         "quality": SMALL_EVAL,
         "evaluate": {"generator": "final", **SMALL_EVAL},
     }
@@ -298,7 +299,7 @@ def test_gpu_check_runs_every_check_on_the_cpu(tmp_path: Path) -> None:
     assert "match recipe on cpu, stopped and resumed (graphs) at iteration 12 of 16: max |weight difference| 0 " in out
     assert "stopped eager, resumed with graphs at iteration 12 of 16" in out
     assert "the recipe's stages on cpu (fp32), 100 epochs:" in out
-    for stage in ("train", "classifier", "quality", "evaluate"):
+    for stage in ("train", "classifier", "judge", "quality", "evaluate"):
         assert f"| {stage} | " in out, stage
     assert "train: 12 iterations, training loop " in out
 

@@ -20,7 +20,7 @@ from wgan.fileio import torch_load_safe, torch_save_atomic
 pytestmark = pytest.mark.slow
 
 ALL_STAGES = {
-    "params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "quality",
+    "params", "download", "prepare", "train", "render", "gif", "latent_walk", "classifier", "judge", "quality",
     "pick_generator", "evaluate", "export",
 }  # fmt: skip
 SMALL_MODEL = {key: SMALL[key] for key in ("g_hidden", "d_hidden", "latent_dim")}
@@ -31,6 +31,7 @@ QUICK = {  # small models, 60 iterations an epoch: 120 iterations, two kept gene
     "gif": {"stride": 1},
     "latent_walk": {"n": 4, "steps": 8},
     "classifier": {"epochs": 1},
+    "judge": {"epochs": 1},
     "quality": {"n_samples": 1000, "kid_subsets": 2, "kid_subset_size": 500},
     "evaluate": {"n_samples": 1000, "kid_subsets": 5, "kid_subset_size": 500},
 }
@@ -85,6 +86,9 @@ def test_repro_runs_every_stage_and_writes_every_output(repo, prepared):
         "results/eval/class_hist.json",
         "models/export/model.safetensors",
         "results/classifier/metrics.json",
+        "models/judge.pt",
+        "models/judge_features.pt",
+        "results/judge/metrics.json",
         "dvclive/metrics.json",
         "dvclive/plots/metrics/train/critic_loss.tsv",
     ):
@@ -103,6 +107,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo, prepared):
         assert grid.size == (2 * (5 * 30 + 2), 2 * (5 * 30 + 2 + 14))
     metrics = json.loads((repo / "results/eval/metrics.json").read_text())
     assert metrics["fid_floor"] < metrics["fid"]
+    assert metrics["judge_fid_floor"] < metrics["judge_fid"]  # the same samples in the judge's space
     commit(repo, "quick pipeline")
 
 
@@ -185,7 +190,20 @@ def test_evaluate_param_reruns_evaluate_and_export_only(repo):
 def test_classifier_param_reruns_the_scores_never_train(repo):
     edit_params(repo, classifier={"seed": 1})
     ran = ran_stages(dvc(repo, "repro").stdout)  # pick_generator too when the best generator's bytes changed
-    assert ran - {"pick_generator"} == {"params", "classifier", "quality", "evaluate", "export"}
+    assert ran - {"pick_generator"} == {"params", "classifier", "quality", "evaluate", "export"}  # never the judge
+
+
+def test_a_judge_param_reruns_judge_and_evaluate_never_quality(repo):
+    """The judge is the test set: the best-epoch pick (quality) and everything before it never read it."""
+    before = json.loads((repo / "results/eval/metrics.json").read_text())
+    edit_params(repo, judge={"seed": 1})
+    ran = ran_stages(dvc(repo, "repro").stdout)
+    assert ran == {"params", "judge", "evaluate", "export"}  # export: the card quotes evaluate's metrics
+    after = json.loads((repo / "results/eval/metrics.json").read_text())
+    assert after["judge_fid"] != before["judge_fid"]
+    assert {k: v for k, v in after.items() if not k.startswith("judge_")} == {
+        k: v for k, v in before.items() if not k.startswith("judge_")
+    }  # the classifier's numbers, bit for bit
 
 
 def test_plots_show_renders_curves_and_images(repo, tmp_path):

@@ -35,6 +35,7 @@ QUICK = {  # 8 iterations an epoch, two epochs, a generator kept at each
     "gif": {"stride": 1},
     "latent_walk": {"n": 4, "steps": 8},
     "classifier": {"epochs": 1},
+    "judge": {"epochs": 1},
     "quality": {"n_samples": 100, "batch_size": 100, "kid_subsets": 2, "kid_subset_size": 50},
     "evaluate": {"n_samples": 100, "batch_size": 100, "kid_subsets": 2, "kid_subset_size": 50},
 }
@@ -74,7 +75,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dvc(root, "repro", "params")
     dvc(root, "commit", "--force", "download", "prepare")
     done = run_cmd(root, str(BIN / "dvc"), "repro", env=one_thread(root))
-    assert ran_stages(done.stdout) >= {"train", "classifier", "quality", "evaluate"}, done.stdout
+    assert ran_stages(done.stdout) >= {"train", "classifier", "judge", "quality", "evaluate"}, done.stdout
     dvc(root, "remote", "add", "-d", "local", str(root.parent / "remote"))
     commit(root, "the quick pipeline, run")
     dvc(root, "push")
@@ -276,10 +277,11 @@ def _edit(repo: Path, rel: str) -> str:
     ("module", "stages"),
     [
         ("src/wgan/quality/quality.py", {"quality"}),
-        ("src/wgan/classifier/classifier.py", {"classifier", "quality", "evaluate"}),
+        ("src/wgan/classifier/classifier.py", {"classifier", "judge", "quality", "evaluate"}),  # the shared loop
+        ("src/wgan/judge/judge.py", {"judge", "evaluate"}),
         ("src/wgan/evaluation/evaluate.py", {"quality", "evaluate"}),
     ],
-    ids=["quality", "classifier", "evaluate"],
+    ids=["quality", "classifier", "evaluate", "judge"],
 )
 def test_a_module_edit_changes_the_stages_whose_outputs_it_decides(
     repo: Path, finished: dict[str, bytes], module: str, stages: set[str]

@@ -33,6 +33,9 @@ LATENT_WALK = Path("results/latent_walk.gif")
 CLASSIFIER = Path("models/classifier.pt")
 REAL_FEATURES = Path("models/real_features.pt")
 CLASSIFIER_METRICS = Path("results/classifier/metrics.json")
+JUDGE = Path("models/judge.pt")  # the second feature space, read by the evaluate stage alone: wgan.judge
+JUDGE_FEATURES = Path("models/judge_features.pt")  # its view of the test split and of the training half it never saw
+JUDGE_METRICS = Path("results/judge/metrics.json")
 EVAL_METRICS = Path("results/eval/metrics.json")
 CLASS_HIST = Path("results/eval/class_hist.json")
 DIGIT_ACCURACY = Path("results/eval/digit_accuracy.json")
@@ -64,10 +67,11 @@ STAGES: dict[str, tuple[tuple[Path, ...], tuple[Path, ...]]] = {
     "gif": ((PARAMS_OK, GRIDS), (GIF,)),
     "latent_walk": ((PARAMS_OK, GENERATOR), (LATENT_WALK,)),
     "classifier": ((PARAMS_OK, TRAIN_DATA, TEST_DATA), (CLASSIFIER, REAL_FEATURES, CLASSIFIER_METRICS)),
+    "judge": ((PARAMS_OK, TRAIN_DATA, TEST_DATA), (JUDGE, JUDGE_FEATURES, JUDGE_METRICS)),
     "quality": ((PARAMS_OK, KEPT, CLASSIFIER, REAL_FEATURES), (BEST_GENERATOR, QUALITY_METRICS, QUALITY_CURVE)),
     "pick_generator": ((PARAMS_OK, GENERATOR, BEST_GENERATOR), (EVALUATED_GENERATOR,)),
     "evaluate": (
-        (PARAMS_OK, EVALUATED_GENERATOR, CLASSIFIER, REAL_FEATURES),
+        (PARAMS_OK, EVALUATED_GENERATOR, CLASSIFIER, REAL_FEATURES, JUDGE, JUDGE_FEATURES),
         (EVAL_METRICS, CLASS_HIST, DIGIT_ACCURACY),
     ),
     "export": ((PARAMS_OK, EVALUATED_GENERATOR, EVAL_METRICS), (EXPORT,)),

@@ -24,7 +24,9 @@ from wgan.commands.stats import ALPHA, CONFIDENCE, Estimate, mean_ci, welch_p, w
 from wgan.errors import UserError, one_line
 from wgan.training.live import RUN_RECORD
 
-HEADLINE_METRICS = ("fid", "precision", "recall")  # the evaluate stage's quality and diversity, read together
+# The evaluate stage's quality and diversity, read together, and FID in the judge's space (docs/quality.md#the-judge)
+HEADLINE_METRICS = ("fid", "precision", "recall", "judge_fid")
+NEWER_METRICS = frozenset({"judge_fid"})  # defaults that older experiments lack: left out when none reports them
 SEED_PARAM = "train.seed"
 FINISHED_STATES = (None, "Success")  # dvc exp show's State: empty for a committed experiment, else Queued, Running...
 META_COLUMNS = frozenset({"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"})
@@ -200,11 +202,27 @@ def compare(
     return Comparison(groups, differing, list(metrics), pvalues, skipped, duplicates)
 
 
+def default_metrics(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``HEADLINE_METRICS``, less those of ``NEWER_METRICS`` that no row reports (experiments from before the judge)."""
+
+    def reported(metric: str) -> bool:
+        return any(
+            _number(value) is not None
+            for row in rows
+            for column, value in row.items()
+            if column == metric or column.endswith(f":{metric}")
+        )
+
+    return [m for m in HEADLINE_METRICS if m not in NEWER_METRICS or reported(m)]
+
+
 def compare_experiments(
-    repo: str = ".", metrics: Sequence[str] = HEADLINE_METRICS, seed_param: str = SEED_PARAM, num: int = 1
+    repo: str = ".", metrics: Sequence[str] | None = None, seed_param: str = SEED_PARAM, num: int = 1
 ) -> Comparison:
-    """Read the experiments of ``repo`` (of its last ``num`` commits, -1: all) and compare their seed groups."""
+    """Read the experiments of ``repo`` (of its last ``num`` commits, -1: all) and compare their seed groups on
+    ``metrics`` (default: ``default_metrics``)."""
     rows, params = read_experiments(repo, num)
+    metrics = default_metrics(rows) if metrics is None else metrics
     runs, skipped, _ = collect_runs(rows, params, metrics, seed_param)
     if not runs:
         why = f" ({skipped} without every metric: queued, running or failed)" if skipped else ""

@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compare", help="seed-replicated experiments: mean ± CI", description=_doc(cmd_compare))
     comp.add_argument(
-        "--metric", action="append", help="a metric to compare, repeatable (default: fid precision recall)"
+        "--metric",
+        action="append",
+        help="a metric to compare, repeatable (default: fid precision recall judge_fid, the last when reported)",
     )
     comp.add_argument("--md", action="store_true", help="print a Markdown table")
     comp.add_argument("--repo", default=".", help="the DVC project (default: the current folder)")
@@ -206,9 +208,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     """Group the DVC experiments of this commit (--num: of the last NUM commits) that differ only in the seed, and
     print one row per group: the params that differ, the seed count and each metric's mean ± 95% confidence
     interval, marking differences within seed noise (Welch's t-test, p > 0.05)."""
-    from wgan.commands.compare import HEADLINE_METRICS, compare_experiments, report
+    from wgan.commands.compare import compare_experiments, report
 
-    metrics = list(dict.fromkeys(args.metric or HEADLINE_METRICS))
+    metrics = list(dict.fromkeys(args.metric)) if args.metric else None  # None: the defaults, judge_fid if reported
     print(report(compare_experiments(args.repo, metrics, args.seed_param, args.num), markdown=args.md))
 
 

@@ -188,6 +188,18 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True, config=_SECTION)
+class JudgeConfig(ClassifierConfig):
+    """The judge (``wgan.judge.judge``): a second classifier, on one half of the training split, that only the
+    evaluate stage reads. The classifier's keys, and which half it learns from and how far its images shift."""
+
+    epochs: Int = _int(4, ge=1)
+    batch_size: Int = _int(64, ge=1, le=MNIST_TRAIN_SIZE // 2)  # at most its half of the training split
+    split_seed: Int = _int(0, ge=0, le=SEED_MAX)  # which images fall in which half of the training split
+    half: Int = _int(0, ge=0, le=1)  # the half it learns from; the other is its floors' real images
+    shift: Int = _int(1, ge=0, le=4)  # random shifts of up to this many pixels each way (0 = none)
+
+
+@dataclass(frozen=True, config=_SECTION)
 class ScoringConfig:
     """How a generator is scored against real MNIST (``wgan.evaluation.evaluate``): the evaluate and quality keys."""
 
@@ -222,6 +234,7 @@ SECTIONS: dict[str, type] = {
     "gif": GifConfig,
     "latent_walk": LatentWalkConfig,
     "classifier": ClassifierConfig,
+    "judge": JudgeConfig,
     "quality": QualityConfig,
     "evaluate": EvaluateConfig,
 }

@@ -13,6 +13,11 @@ A conditional generator (``wgan.models.conditional``) is asked for equal numbers
 digit by digit: ``label_accuracy``, the share of samples the classifier assigns to the digit asked for (floor:
 the classifier's own test accuracy), and the FID of each digit's samples to that digit's test images
 (``digit_fid``; its mean and its worst digit, by name), the floor of each being the training subset's digit.
+
+Given the judge (``wgan.judge``: a second network that nothing in training, best-epoch picking or recipe search
+reads), the same samples are scored in its feature space too: ``judge_fid``, ``judge_kid``, ``judge_precision`` and
+``judge_recall``, each with its floor, whose real images come from the half of the training split the judge never
+learned from. The classifier-space numbers do not depend on whether the judge is given.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import torch
 
-from wgan.classifier.classifier import N_CLASSES, Classifier, Outputs, RealFeatures, run_classifier
+from wgan.classifier.classifier import N_CLASSES, Classifier, FeatureNet, Outputs, RealFeatures, run_classifier
 from wgan.config import ScoringConfig
 from wgan.data.prepared import IMAGE_SHAPE
 from wgan.errors import UserError
@@ -32,6 +37,9 @@ from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
 from wgan.models.sampling import balanced_digits, draw_latents, sample, sample_digits
 from wgan.paths import rerun
+
+JUDGE_METRICS = ("fid", "kid", "kid_std", "precision", "recall")  # of ``score``'s, those reported in the judge's space
+JUDGE_PREFIX = "judge_"
 
 
 @dataclass(frozen=True)
@@ -105,17 +113,21 @@ def evaluate(
     real: RealFeatures,
     cfg: ScoringConfig,
     truncation: float | None = None,
+    judge: tuple[FeatureNet, RealFeatures] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
     """All metrics of ``generator`` (flat, each with its ``_floor``), the class histogram and digit accuracy records.
 
     ``truncation``: the samples' latents are drawn truncated at it (``wgan.models.sampling.draw_latents``); the
-    stage never truncates, benchmarks/truncation.py does.
+    stage never truncates, benchmarks/truncation.py does. ``judge``: the judge and its real-data features; the same
+    samples are then scored in its space too (``judge_fid``, ...), after every key of the classifier's.
 
     The histogram is ``[{"digit": d, "generated": share, "real": test share}, ...]`` for d = 0..9; the digit
     accuracy ``[{"digit": d, "generated": accuracy, "real": the classifier's test accuracy}, ...]``, empty for
     an unconditional generator.
     """
     check_sizes(cfg, real)
+    if judge is not None:
+        check_sizes(cfg, judge[1])
     conditional = isinstance(generator, ConditionalGenerator)
     if conditional and cfg.n_samples < 2 * N_CLASSES:
         raise UserError(
@@ -123,7 +135,8 @@ def evaluate(
             f"needs at least 2 samples of it; raise it to at least {2 * N_CLASSES}"
         )
     ref = build_reference(real, cfg)
-    generated = classify_samples(generator, classifier, cfg, truncation)
+    images, asked = draw_samples(generator, cfg, truncation)
+    generated = dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
     floor = real_subset(ref, cfg)
 
     values, shares = score(generated, ref, cfg)
@@ -141,7 +154,25 @@ def evaluate(
     if conditional:
         digit_values, accuracy = score_digits(generated, floor, ref.test)
         result.update(digit_values)
+    if judge is not None:
+        result.update(judge_scores(images, *judge, cfg))
     return result, hist, accuracy
+
+
+def judge_scores(images: torch.Tensor, judge: FeatureNet, real: RealFeatures, cfg: ScoringConfig) -> dict[str, float]:
+    """``JUDGE_METRICS`` of ``images`` in the judge's feature space, each as ``judge_<key>`` beside its ``_floor``.
+
+    ``real.train`` holds the training images the judge never learned from: the floor's subset is drawn from them
+    (``real_subset``, seeded like the classifier's), so that every set it scores is unseen by it, as samples are.
+    """
+    ref = build_reference(real, cfg)
+    values, _ = score(run_classifier(judge, images, cfg.batch_size), ref, cfg)
+    floor, _ = score(real_subset(ref, cfg), ref, cfg)
+    result = {}
+    for key in JUDGE_METRICS:
+        result[f"{JUDGE_PREFIX}{key}"] = values[key]
+        result[f"{JUDGE_PREFIX}{key}_floor"] = floor[key]
+    return result
 
 
 def classify_samples(
@@ -151,11 +182,21 @@ def classify_samples(
     truncation: float | None = None,
     seed: int | None = None,
 ) -> Outputs:
-    """The classifier's outputs for ``cfg.n_samples`` samples of ``generator`` from the latents of ``seed``
-    (None: ``cfg.seed``; the quality stage passes a stream of its own) truncated at ``truncation`` (``draw_latents``).
+    """The classifier's outputs for the samples of ``draw_samples`` (latents of ``seed``; None: ``cfg.seed``; the
+    quality stage passes a stream of its own), which carry the digits asked for (if any)."""
+    images, asked = draw_samples(generator, cfg, truncation, seed)
+    return dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
 
-    A conditional generator is asked for equal numbers of each digit, and the outputs carry the digits asked for.
-    """
+
+def draw_samples(
+    generator: Generator | ConditionalGenerator,
+    cfg: ScoringConfig,
+    truncation: float | None = None,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``cfg.n_samples`` images of ``generator`` from the latents of ``seed`` (None: ``cfg.seed``) truncated at
+    ``truncation`` (``draw_latents``), and the digits asked for: a conditional generator is asked for equal numbers
+    of each digit."""
     if tuple(generator.img_shape) != IMAGE_SHAPE:
         raise UserError(
             f"the generator makes {list(generator.img_shape)} images but the classifier needs {list(IMAGE_SHAPE)}; "
@@ -168,7 +209,7 @@ def classify_samples(
     else:
         z = draw_latents((cfg.n_samples,), generator.latent_dim, seed, truncation)
         asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
-    return dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
+    return images, asked
 
 
 def real_subset(ref: Reference, cfg: ScoringConfig) -> Outputs:
