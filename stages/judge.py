@@ -21,7 +21,7 @@ def main() -> None:
     print(f"trained on {len(train) - len(held_out)} images in {time.perf_counter() - start:.1f} s")
     real = real_features(model, held_out, test)  # "train": the half it never saw, what the floors draw from
     scores = accuracy(model, test.images, test.labels)
-    scores["held_out_accuracy"] = float((real.train.probs.argmax(1) == real.train.labels).float().mean())
+    scores["held_out_accuracy"] = float((real.train.probs.argmax(1) == real.train.labels).double().mean())
     save_model(model, paths.JUDGE)
     save_real_features(real, paths.JUDGE_FEATURES)
     write_json(paths.JUDGE_METRICS, scores)

@@ -27,7 +27,7 @@ from wgan.judge.cka import linear_cka
 from wgan.judge.judge import Judge, RandomShift, halves, split_for, train_judge
 
 TINY_JUDGE = {"channels": [4, 8, 8], "width": 16}
-JUDGE_CFG = JudgeConfig(epochs=8, batch_size=16, lr=1e-2, seed=0, split_seed=0, half=0, shift=1)
+JUDGE_CFG = JudgeConfig(epochs=4, batch_size=16, lr=2e-2, seed=0, split_seed=0, half=0, shift=1)
 
 
 def test_the_judge_is_another_network_than_the_classifier() -> None:
