@@ -23,6 +23,7 @@ from wgan.data.model_file import load_model, save_model
 from wgan.data.prepared import load_prepared
 from wgan.errors import UserError
 from wgan.evaluation.evaluate import JUDGE_METRICS, evaluate
+from wgan.evaluation.metrics import fid
 from wgan.judge.cka import linear_cka
 from wgan.judge.judge import Judge, RandomShift, halves, split_for, train_judge
 
@@ -139,6 +140,9 @@ def test_evaluate_adds_the_judge_scores_with_floors_and_leaves_the_classifier_sc
     assert {k: both[k] for k in alone} == alone and hist_both == hist  # bit-identical
     assert all(math.isfinite(both[k]) for k in judge_keys)
     assert both["judge_fid"] != both["fid"] and both["judge_fid_floor"] < both["judge_fid"]
+    # the floor: SMALL.n_samples of the images the judge never learned from, drawn as the classifier's floor draws
+    pick = torch.randperm(60, generator=torch.Generator().manual_seed(SMALL.seed))[: SMALL.n_samples]
+    assert both["judge_fid_floor"] == pytest.approx(fid(judge_real.train.features[pick], judge_real.test.features))
     small = dataclasses.replace(SMALL, n_samples=70, kid_subset_size=61)  # the judge's unseen half holds 60
     with pytest.raises(UserError, match="kid_subset_size = 61 is larger than the smallest set scored \\(60"):
         evaluate(tiny_generator(), tiny_classifier(), real, small, judge=(judge, judge_real))
@@ -196,3 +200,27 @@ def test_judge_section_defaults_match_params_yaml() -> None:
     section = yaml.safe_load((REPO / "params.yaml").read_text())["judge"]
     assert parse_section("judge", section) == JudgeConfig()
     assert CFG.seed == JudgeConfig().seed  # the same default seed, different streams: see wgan.judge.judge
+
+
+@pytest.mark.slow
+def test_the_independence_benchmark_prints_every_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """benchmarks/judge_independence.py on toy splits, one epoch each: accuracies and both CKA columns, in range."""
+    import runpy
+
+    write_toy_splits(tmp_path, n_train=200, n_test=100)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["judge_independence.py", "--epochs", "1"])
+    runpy.run_path(str(REPO / "benchmarks/judge_independence.py"), run_name="__main__")
+    accuracy_part, cka_part = capsys.readouterr().out.split("linear CKA")
+
+    def rows(text: str) -> list[list[str]]:
+        lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+        return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]  # the header left out
+
+    assert [(r[0], r[1]) for r in rows(accuracy_part)] == [("classifier", "0"), ("classifier", "1"), ("judge", "0"),
+                                                          ("judge", "1")]  # fmt: skip
+    assert all(0 <= float(r[2]) <= 1 for r in rows(accuracy_part))
+    ckas = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in rows(cka_part)}
+    assert len(ckas) == 6 and ("classifier", "judge") in ckas and ("pixels", "judge") in ckas
+    assert all(0 <= v <= 1 + 1e-9 for pair in ckas.values() for v in pair)
