@@ -38,6 +38,7 @@ PRELOAD = (
     "wgan.evaluation.evaluate",
     "wgan.quality.quality",
     "wgan.classifier.classifier",
+    "wgan.judge.judge",
     "wgan.images.render",
     "wgan.images.generate",
     "wgan.images.gif",
