@@ -172,8 +172,7 @@ def test_bad_flag_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err == (
-        f"error: argument --truncation: expected a number in (0, 1] (1: none), got {value!r}; "
-        f"see `wgan {sub} --help`\n"
+        f"error: argument --truncation: expected a number in (0, 1] (1: none), got {value!r}; see `wgan {sub} --help`\n"
     )
     assert list(tmp_path.iterdir()) == []
 
