@@ -195,7 +195,7 @@ def draw_samples(
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``cfg.n_samples`` images of ``generator`` from the latents of ``seed`` (None: ``cfg.seed``) truncated at
-    ``truncation`` (``draw_latents``), and the digits asked for: a conditional generator is asked for equal numbers
+    ``truncation`` (``sample``), and the digits asked for: a conditional generator is asked for equal numbers
     of each digit."""
     if tuple(generator.img_shape) != IMAGE_SHAPE:
         raise UserError(
