@@ -117,8 +117,8 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
     """All metrics of ``generator`` (flat, each with its ``_floor``), the class histogram and digit accuracy records.
 
-    ``truncation``: the samples' latents are drawn truncated at it (``wgan.models.sampling.draw_latents``); the
-    stage never truncates, benchmarks/truncation.py does. ``judge``: the judge and its real-data features; the same
+    ``truncation``: the samples are drawn truncated at it (``wgan.models.sampling.sample``); the stage never
+    truncates, benchmarks/truncation.py does. ``judge``: the judge and its real-data features; the same
     samples are then scored in its space too (``judge_fid``, ...), after every key of the classifier's.
 
     The histogram is ``[{"digit": d, "generated": share, "real": test share}, ...]`` for d = 0..9; the digit
@@ -195,7 +195,7 @@ def draw_samples(
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``cfg.n_samples`` images of ``generator`` from the latents of ``seed`` (None: ``cfg.seed``) truncated at
-    ``truncation`` (``draw_latents``), and the digits asked for: a conditional generator is asked for equal numbers
+    ``truncation`` (``sample``), and the digits asked for: a conditional generator is asked for equal numbers
     of each digit."""
     if tuple(generator.img_shape) != IMAGE_SHAPE:
         raise UserError(
@@ -207,8 +207,8 @@ def draw_samples(
         asked = balanced_digits(cfg.n_samples)
         images = sample_digits(generator, asked, seed, cfg.batch_size, truncation)
     else:
-        z = draw_latents((cfg.n_samples,), generator.latent_dim, seed, truncation)
-        asked, images = None, sample(generator, z, batch_size=cfg.batch_size)
+        z = draw_latents((cfg.n_samples,), generator.latent_dim, seed)
+        asked, images = None, sample(generator, z, batch_size=cfg.batch_size, truncation=truncation)
     return images, asked
 
 

@@ -120,7 +120,8 @@ pixels, = session.run(None, {{"latents": np.random.randn(16, {latent}).astype(np
 ```
 
 In a browser: `python -m http.server -d models/export 8000` and open <http://localhost:8000/>; `index.html`
-runs the generator in plain JavaScript from `model.safetensors` (seed, number of digits, truncation{asked}).
+runs the generator in plain JavaScript from `model.safetensors` (seed, number of digits{asked}). It draws
+untruncated digits: `wgan sample --truncation PSI` has the truncation dial.
 
 ## Upload
 

@@ -84,13 +84,14 @@ def generate(
     z: torch.Tensor,
     norm: Norm,
     labels: torch.Tensor | None = None,
+    truncation: float | None = None,
 ) -> np.ndarray:
     """uint8 images [N, H, W] of latents ``z`` [N, latent_dim] (and, for a conditional generator, digits
-    ``labels`` [N]), with the generator in eval mode."""
+    ``labels`` [N]), with the generator in eval mode, truncated at ``truncation`` (``models.sampling.sample``)."""
     channels = generator.img_shape[0]
     if channels != 1:
         raise UserError(f"the generator makes {channels}-channel images; wgan draws grayscale ones (1 channel)")
-    return to_uint8(sample(generator, z, labels), *norm)[:, 0].numpy()
+    return to_uint8(sample(generator, z, labels, truncation=truncation), *norm)[:, 0].numpy()
 
 
 def sample_pixels(
@@ -104,7 +105,7 @@ def sample_pixels(
     """``n`` images [n, H, W] of the latents drawn with ``seed``, truncated at ``truncation`` (of ``digit``, for a
     conditional generator)."""
     labels = digits_for(generator, n, digit)
-    return generate(generator, draw_latents((n,), generator.latent_dim, seed, truncation), norm, labels)
+    return generate(generator, draw_latents((n,), generator.latent_dim, seed), norm, labels, truncation)
 
 
 def walk_pixels(
@@ -119,14 +120,13 @@ def walk_pixels(
 ) -> np.ndarray:
     """``n`` closed walks in lockstep through ``points`` random latents each: uint8 frames [steps, n, H, W].
 
-    The points are drawn truncated at ``truncation``; the frames between two of them may step slightly outside,
-    as slerp bends away from the chord. A conditional generator keeps each walk on one digit: ``digit``, or walk
-    ``i`` on digit ``i % 10``."""
-    anchors = draw_latents((points, n), generator.latent_dim, seed, truncation)
+    Every frame is truncated at ``truncation`` (one fit for the whole walk). A conditional generator keeps each
+    walk on one digit: ``digit``, or walk ``i`` on digit ``i % 10``."""
+    anchors = draw_latents((points, n), generator.latent_dim, seed)
     z = latent_walk(anchors, steps)
     row_digits = digits_for(generator, n, digit)
     labels = None if row_digits is None else row_digits.repeat(steps)
-    images = generate(generator, z.reshape(steps * n, -1), norm, labels)
+    images = generate(generator, z.reshape(steps * n, -1), norm, labels, truncation)
     return images.reshape(steps, n, *images.shape[1:])
 
 
