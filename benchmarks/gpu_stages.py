@@ -204,7 +204,8 @@ def stage_run(
     lines.append(
         f"train: {record['step']} iterations, training loop {training:.1f} s of {walls['train']:.1f} s "
         f"({walls['train'] - training:.1f} s fixed: imports, summary, capture, kept generators, writing); "
-        f"FID {scores['fid']:.3g}, quality's best epoch {quality['best_epoch']} (FID {quality['best_fid']:.3g})"
+        f"FID {scores['fid']:.3g}, quality's best epoch {quality['best_epoch']} "
+        f"(FID {quality['best_fid']:.3g} against its held-out training slice, not the test split)"
     )
     return True, lines
 

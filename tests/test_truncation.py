@@ -197,3 +197,16 @@ def test_sample_and_interpolate_take_the_flag(model: Path, tmp_path: Path) -> No
     points = draw_latents((2, 2), LATENT, 0)
     start = generate(generator, points[0], NORM, truncation=0.2)  # every frame is truncated, the first too
     assert np.abs(walk[0].astype(int) - start.astype(int)).max() <= 1  # another batch: float rounding
+
+
+def test_a_conditional_generator_is_fitted_on_every_digit_in_turn() -> None:
+    """The fit of a conditional generator sees the activations of balanced digits (0, 1, ..., 9, 0, ...), not of one
+    digit: its centres are those of k-means over exactly those activations."""
+    from wgan.models.sampling import FIT_SEED, kmeans
+
+    generator = tiny(ConditionalGenerator).eval()
+    z = draw_latents((2000,), generator.latent_dim, FIT_SEED)
+    balanced = hidden_after_truncation(generator, z, balanced_digits(2000))
+    one_digit = hidden_after_truncation(generator, z, torch.zeros(2000, dtype=torch.int64))
+    assert not torch.equal(balanced, one_digit)  # the digit moves the activations, so the test can tell
+    assert torch.equal(fit(generator).centres, kmeans(balanced, 32, 10))
