@@ -279,7 +279,7 @@ def test_gpu_check_runs_every_check_on_the_cpu(tmp_path: Path) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params |= {
         "classifier": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "seed": 0},
-        "judge": {**params["judge"], "epochs": 1},
+        "judge": {**yaml.safe_load((REPO / "params.yaml").read_text())["judge"], "epochs": 1},  # make_project: none
         "quality": SMALL_EVAL,
         "evaluate": {"generator": "final", **SMALL_EVAL},
     }
