@@ -177,7 +177,8 @@ def test_bad_flag_is_one_line_and_exit_2(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow  # two fits of the default size (FIT_SIZE latents, N_CENTRES centres): seconds
+@pytest.mark.slow
+@pytest.mark.long  # fits of the default size (FIT_SIZE latents, N_CENTRES centres): 12-24 s, over make test's budget
 def test_sample_and_interpolate_take_the_flag(model: Path, tmp_path: Path) -> None:  # noqa: F811
     generator = load_model(model, Generator)
     run("sample", "--model", str(model), "--n", "6", "--truncation", "0.2", "--out", str(tmp_path / "t.png"))
