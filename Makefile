@@ -58,6 +58,7 @@ test-quick: $(VENV)/.installed-dev
 #   test_export_stage.py::test_the_export_stage_reruns_when_and_only_when_the_generator_its_sections_or_its_code_change
 #   test_export_stage.py::test_the_registry_flow_gets_the_exact_bytes_of_a_version_and_a_stage
 #   test_rerun.py (all 7: its own pipeline, a clone and a remote, DVC's queue, a killed run and its recovery)
+#   test_pipeline_full.py::test_a_judge_param_reruns_judge_and_evaluate_never_quality   (a DVC experiment)
 #   test_truncation.py::test_sample_and_interpolate_take_the_flag           the CLI's --truncation: default-size fits
 test-long: $(VENV)/.installed-dev
 	$(PYTEST) -m long -n $(TEST_WORKERS) --dist loadfile

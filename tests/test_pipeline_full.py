@@ -193,8 +193,10 @@ def test_classifier_param_reruns_the_scores_never_train(repo):
     assert ran - {"pick_generator"} == {"params", "classifier", "quality", "evaluate", "export"}  # never the judge
 
 
+@pytest.mark.long  # 19 s over make test's budget; make test keeps test_judge's check of dvc.yaml's deps
 def test_a_judge_param_reruns_judge_and_evaluate_never_quality(repo):
     """The judge is the test set: the best-epoch pick (quality) and everything before it never read it."""
+    dvc(repo, "repro")  # alone (`make test-long`) it starts from the prepared repo; after the tests above, a no-op
     before = json.loads((repo / "results/eval/metrics.json").read_text())
     edit_params(repo, judge={"seed": 1})
     ran = ran_stages(dvc(repo, "repro").stdout)
