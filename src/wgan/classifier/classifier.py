@@ -13,7 +13,6 @@ judge (``wgan.judge.judge``), a second feature space that only the evaluate stag
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -131,15 +130,18 @@ def train_classifier(
 
 
 @torch.no_grad()
-def run_classifier(model: FeatureNet, images: torch.Tensor, batch_size: int = 1000) -> Outputs:
-    """Features and class probabilities of ``images``, in eval mode and in batches to bound memory."""
+def run_classifier(
+    model: FeatureNet, images: torch.Tensor, batch_size: int = 1000, labels: torch.Tensor | None = None
+) -> Outputs:
+    """Features and class probabilities of ``images``, in eval mode and in batches to bound memory; ``labels``
+    (the true digits of real images, the asked ones of generated ones) are carried beside them."""
     model.eval()
     feats, probs = [], []
     for batch in images.split(batch_size):
         f = model.features(batch)
         feats.append(f)
         probs.append(torch.softmax(model.head(f), dim=1))
-    return Outputs(features=torch.cat(feats), probs=torch.cat(probs))
+    return Outputs(features=torch.cat(feats), probs=torch.cat(probs), labels=labels)
 
 
 @torch.no_grad()
@@ -174,8 +176,8 @@ class RealFeatures:
 def real_features(classifier: FeatureNet, train: Split, test: Split, batch_size: int = 1000) -> RealFeatures:
     """Run the classifier (or the judge) over both real splits (their labels kept beside the outputs)."""
     return RealFeatures(
-        train=dataclasses.replace(run_classifier(classifier, train.images, batch_size), labels=train.labels),
-        test=dataclasses.replace(run_classifier(classifier, test.images, batch_size), labels=test.labels),
+        train=run_classifier(classifier, train.images, batch_size, train.labels),
+        test=run_classifier(classifier, test.images, batch_size, test.labels),
         test_shares=class_shares(test.labels, N_CLASSES),
     )
 

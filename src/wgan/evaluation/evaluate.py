@@ -22,7 +22,6 @@ learned from. The classifier-space numbers do not depend on whether the judge is
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +135,7 @@ def evaluate(
         )
     ref = build_reference(real, cfg)
     images, asked = draw_samples(generator, cfg, truncation)
-    generated = dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
+    generated = run_classifier(classifier, images, cfg.batch_size, asked)
     floor = real_subset(ref, cfg)
 
     values, shares = score(generated, ref, cfg)
@@ -185,7 +184,7 @@ def classify_samples(
     """The classifier's outputs for the samples of ``draw_samples`` (latents of ``seed``; None: ``cfg.seed``; the
     quality stage passes a stream of its own), which carry the digits asked for (if any)."""
     images, asked = draw_samples(generator, cfg, truncation, seed)
-    return dataclasses.replace(run_classifier(classifier, images, cfg.batch_size), labels=asked)
+    return run_classifier(classifier, images, cfg.batch_size, asked)
 
 
 def draw_samples(
