@@ -127,14 +127,27 @@ def evaluate(
     check_sizes(cfg, real)
     if judge is not None:
         check_sizes(cfg, judge[1])
-    conditional = isinstance(generator, ConditionalGenerator)
-    if conditional and cfg.n_samples < 2 * N_CLASSES:
+    if isinstance(generator, ConditionalGenerator) and cfg.n_samples < 2 * N_CLASSES:
         raise UserError(
             f"evaluate.n_samples = {cfg.n_samples} is too small for a conditional generator: the FID of each digit "
             f"needs at least 2 samples of it; raise it to at least {2 * N_CLASSES}"
         )
-    ref = build_reference(real, cfg)
     images, asked = draw_samples(generator, cfg, truncation)
+    return evaluate_images(images, asked, classifier, real, cfg, judge)
+
+
+def evaluate_images(
+    images: torch.Tensor,
+    asked: torch.Tensor | None,
+    classifier: Classifier,
+    real: RealFeatures,
+    cfg: ScoringConfig,
+    judge: tuple[FeatureNet, RealFeatures] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
+    """``evaluate``'s scores of ``cfg.n_samples`` generated ``images`` (with the digits ``asked`` for, for a
+    conditional generator; None otherwise), however they were drawn: benchmarks/selection_dials.py scores samples
+    picked from a larger pool with it."""
+    ref = build_reference(real, cfg)
     generated = run_classifier(classifier, images, cfg.batch_size, asked)
     floor = real_subset(ref, cfg)
 
@@ -150,7 +163,7 @@ def evaluate(
     result["class_share"] = {str(d): float(s) for d, s in enumerate(shares)}
     hist = [{"digit": d, "generated": float(shares[d]), "real": float(ref.test_shares[d])} for d in range(N_CLASSES)]
     accuracy: list[dict[str, float]] = []
-    if conditional:
+    if asked is not None:
         digit_values, accuracy = score_digits(generated, floor, ref.test)
         result.update(digit_values)
     if judge is not None:
