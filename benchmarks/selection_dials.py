@@ -13,8 +13,8 @@ images, in the classifier's space and the judge's:
   ``density``: closeness of the hidden activation to its cluster's centre; ``critic``: the trained critic
   (``models/critic.pt``); ``realism``: Kynkaenniemi et al.'s realism score in the classifier's space against
   20,000 training images (never the test split, which the evaluate stage scores against); ``judge-realism``: the
-  same in the judge's own space, an oracle no product may use (the judge must stay unseen), here only as the
-  bound of what picking can do for the judge's numbers;
+  same in the judge's own space, which no product may use (the judge must stay unseen): it shows whether
+  picking on the judge's own manifold buys the judge's FID;
 * ``refine:STEPS``: every latent moved ``STEPS`` gradient steps (0.01 each) up the critic's score of its image
   (discriminator-driven refinement, in the manner of DOT and DDLS).
 
