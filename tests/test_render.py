@@ -65,6 +65,17 @@ def test_partial_last_row_and_few_images() -> None:
     assert make_grid(images[:3], nrow=8, padding=0, scale=3).shape == (84, 252) == grid_size(3, 8, 0, 3, False)[::-1]
 
 
+@pytest.mark.parametrize(("n", "nrow", "padding"), [(2, 5, 2), (10, 4, 1), (25, 5, 2), (64, 8, 0), (7, 3, 3)])
+def test_the_layout_is_torchvisions(n: int, nrow: int, padding: int) -> None:
+    """make_grid is written out to spare each process torchvision's import; its pixels stay torchvision's."""
+    import torchvision  # only here: the project's code no longer imports it to draw
+
+    images = torch.randint(1, 256, (n, 28, 28), generator=torch.Generator().manual_seed(n), dtype=torch.uint8)
+    want = torchvision.utils.make_grid(images[:, None], nrow=nrow, padding=padding, pad_value=0)[0].numpy()
+    np.testing.assert_array_equal(make_grid(images.numpy(), nrow, padding, 1), want)
+    np.testing.assert_array_equal(make_grid(images.numpy(), nrow, padding, 2), want.repeat(2, 0).repeat(2, 1))
+
+
 def test_a_single_image_gets_the_border_of_a_grid() -> None:
     """torchvision's make_grid returns a lone image unpadded; a grid of one must look like any other grid."""
     images = torch.randint(1, 256, (2, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy()
