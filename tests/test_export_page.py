@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ return [c.width, c.height, grey];"""
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     if not (CHROMIUM and DRIVER):
         pytest.skip(f"no chromium or chromedriver on PATH: `{INSTALL}` (Debian) runs the page's test")
     from selenium import webdriver
@@ -47,7 +48,9 @@ def browser() -> Iterator[object]:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
+    # Chromium leaves its profile's socket folder in TMPDIR: in the test's own folder, not in /tmp for good
+    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))}
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER, env=env))
     driver.set_script_timeout(60)
     yield driver
     driver.quit()
