@@ -15,6 +15,11 @@ images, in the classifier's space and the judge's:
   20,000 training images (never the test split, which the evaluate stage scores against); ``judge-realism``: the
   same in the judge's own space, which no product may use (the judge must stay unseen): it shows whether
   picking on the judge's own manifold buys the judge's FID;
+* ``rebalanced:PSI``: of the first ``n / PSI`` latents, drop the ``REBALANCE_CUT`` share with the lowest realism
+  (classifier space), then draw the ``n`` from the rest so that each of ``REBALANCE_CLUSTERS`` k-means clusters of
+  the 20,000 training images' classifier features gets the real images' share of them (largest remainders; a
+  cluster short of survivors fills its places with its dropped candidates, then the others' best): the fidelity
+  cut, and a correction of the generator's over- and under-drawn modes towards the training data's;
 * ``refine:STEPS``: every latent moved ``STEPS`` gradient steps (0.01 each) up the critic's score of its image
   (discriminator-driven refinement, in the manner of DOT and DDLS).
 
@@ -39,11 +44,22 @@ from wgan.evaluation import metrics
 from wgan.evaluation.evaluate import evaluate_images
 from wgan.judge.judge import Judge
 from wgan.models.networks import Critic, Generator
-from wgan.models.sampling import DensityTruncation, draw_latents, nearest, sample, truncation_layer
+from wgan.models.sampling import (
+    KMEANS_ITERATIONS,
+    DensityTruncation,
+    draw_latents,
+    kmeans,
+    nearest,
+    sample,
+    truncation_layer,
+)
 
 REALISM_REALS = 20_000  # training images the realism score measures against (a seeded subset)
 REALISM_SEED = 7
 REFINE_STEP = 0.01  # the latent step per refinement step (0.05 and more: FID several times worse, seed 0)
+REBALANCE_CUT = 0.4  # chosen on seed 0 among cuts 0.2-0.5, 64-1024 clusters, PSI 0.8-0.33 (docs/benchmarks.md)
+REBALANCE_CLUSTERS = 1024
+REBALANCE_SEED = 3  # the random order in which a cluster's surviving candidates fill its places
 ROWS = ["none", "clamp:0.4", "density:0.5", "critic:0.5", "realism:0.8", "realism:0.6", "judge-realism:0.8"]
 
 
@@ -83,6 +99,30 @@ def keep_best_per_group(score: torch.Tensor, groups: torch.Tensor, n: int) -> to
     return torch.cat(kept).sort().values
 
 
+def rebalanced(
+    realism_score: torch.Tensor, features: torch.Tensor, real_features: torch.Tensor, n: int
+) -> torch.Tensor:
+    """Indices (ascending) of ``n`` of the candidates (``realism_score`` and classifier ``features`` of each): the
+    ``REBALANCE_CUT`` share with the lowest score is dropped, and the clusters of ``real_features`` get the reals'
+    shares of the rest, in a seeded random order; a dropped candidate fills a place only where its cluster has no
+    survivor left, or where no cluster can fill it (then the best-ranked of all the rest)."""
+    centres = kmeans(real_features, REBALANCE_CLUSTERS, KMEANS_ITERATIONS)
+    share = torch.bincount(nearest(real_features, centres), minlength=REBALANCE_CLUSTERS).double() / len(real_features)
+    order = torch.rand(len(realism_score), generator=torch.Generator().manual_seed(REBALANCE_SEED))
+    rank = torch.where(realism_score >= realism_score.quantile(REBALANCE_CUT), order + 1, order - 1)
+    groups = nearest(features, centres)
+    quota = (share * n).floor().long()
+    quota[(share * n - quota).argsort(descending=True)[: n - int(quota.sum())]] += 1
+    chosen = torch.zeros(len(rank), dtype=torch.bool)
+    for c in range(REBALANCE_CLUSTERS):
+        members = (groups == c).nonzero().squeeze(1)
+        take = min(int(quota[c]), len(members))
+        chosen[members[rank[members].topk(take).indices]] = True
+    rest = (~chosen).nonzero().squeeze(1)
+    chosen[rest[rank[rest].topk(n - int(chosen.sum())).indices]] = True
+    return chosen.nonzero().squeeze(1)
+
+
 def refine(generator: Generator, critic: Critic, z: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
     """The images of ``z`` after ``steps`` gradient steps of each latent up the critic's score."""
     moved = []
@@ -97,7 +137,9 @@ def refine(generator: Generator, critic: Critic, z: torch.Tensor, steps: int, ba
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", nargs="*", default=ROWS, help="none | clamp:PSI | <score>:PSI | refine:STEPS")
+    parser.add_argument(
+        "rows", nargs="*", default=ROWS, help="none | clamp:PSI | <score>:PSI | rebalanced:PSI | refine:STEPS"
+    )
     args = parser.parse_args()
     cfg = load_section("evaluate")
     n = cfg.n_samples
@@ -122,12 +164,11 @@ def main() -> None:
     cluster = nearest(h, density.centres)
     with torch.no_grad():
         critic_score = torch.cat([critic(b) for b in images.split(cfg.batch_size)]).squeeze(1)
+    features = run_classifier(classifier, images, cfg.batch_size).features
     scores = {
         "density": -(h - density.centres[cluster]).norm(dim=1),
         "critic": critic_score,
-        "realism": realism(
-            seeded_subset(real.train.features), run_classifier(classifier, images, cfg.batch_size).features
-        ),
+        "realism": realism(seeded_subset(real.train.features), features),
         "judge-realism": realism(
             seeded_subset(judge[1].train.features), run_classifier(judge[0], images, cfg.batch_size).features
         ),
@@ -145,6 +186,9 @@ def main() -> None:
             picked = sample(generator, z[:n], batch_size=cfg.batch_size, truncation=float(value), density=density)
         elif kind == "refine":
             picked = refine(generator, critic, z[:n], int(value), cfg.batch_size)
+        elif kind == "rebalanced":
+            m = round(n / float(value))
+            picked = images[rebalanced(scores["realism"][:m], features[:m], seeded_subset(real.train.features), n)]
         else:
             m = round(n / float(value))
             picked = images[keep_best_per_group(scores[kind][:m], cluster[:m], n)]

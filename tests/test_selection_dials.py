@@ -38,3 +38,18 @@ def test_realism_is_above_one_inside_a_real_ball_and_below_far_away() -> None:
     assert score[0] > 1 and score[1] > 1  # near the dense square
     assert score[2] < 1  # between the square and the lone point
     assert score[3] < 1  # on the lone point, whose radius (the sparse half) is dropped
+
+
+def test_rebalancing_gives_the_real_shares_and_drops_the_least_real() -> None:
+    gen = torch.Generator().manual_seed(0)
+    blob = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    # about 10 reals, 4 places and 12 surviving candidates a cluster of the 3/4 blob
+    real = blob[(torch.arange(10000) % 4 == 0).long()] + 0.3 * torch.randn(10000, 2, generator=gen)  # 3 : 1
+    fake = blob[(torch.arange(32000) % 2).long()] + 0.3 * torch.randn(32000, 2, generator=gen)  # 1 : 1
+    score = torch.randn(32000, generator=gen)
+    kept = DIALS["rebalanced"](score, fake, real, 4000)
+    assert len(kept) == len(set(kept.tolist())) == 4000
+    assert abs(float((fake[kept, 0] < 5).double().mean()) - 0.75) < 0.03  # the reals' share, not the fakes' half
+    cut = float(score.quantile(DIALS["REBALANCE_CUT"]))
+    # dropped candidates fill only the places of clusters short of survivors (at the blobs' edges): a few, not 40%
+    assert float((score[kept] < cut).double().mean()) < 0.02
