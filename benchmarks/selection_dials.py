@@ -15,11 +15,12 @@ images, in the classifier's space and the judge's:
   20,000 training images (never the test split, which the evaluate stage scores against); ``judge-realism``: the
   same in the judge's own space, which no product may use (the judge must stay unseen): it shows whether
   picking on the judge's own manifold buys the judge's FID;
-* ``rebalanced:PSI``: of the first ``n / PSI`` latents, drop the ``REBALANCE_CUT`` share with the lowest realism
-  (classifier space), then draw the ``n`` from the rest so that each of ``REBALANCE_CLUSTERS`` k-means clusters of
-  the 20,000 training images' classifier features gets the real images' share of them (largest remainders; a
-  cluster short of survivors fills its places with its dropped candidates, then the others' best): the fidelity
-  cut, and a correction of the generator's over- and under-drawn modes towards the training data's;
+* ``rebalanced:PSI`` (or ``rebalanced:PSI:CUT``): of the first ``n / PSI`` latents, drop the ``CUT`` share
+  (default ``REBALANCE_CUT``) with the lowest realism (classifier space), then draw the ``n`` from the rest so
+  that each of ``REBALANCE_CLUSTERS`` k-means clusters of the 20,000 training images' classifier features gets the
+  real images' share of them (largest remainders; a cluster short of survivors fills its places with its dropped
+  candidates, then the others' best): the fidelity cut, and a correction of the generator's over- and under-drawn
+  modes towards the training data's;
 * ``refine:STEPS``: every latent moved ``STEPS`` gradient steps (0.01 each) up the critic's score of its image
   (discriminator-driven refinement, in the manner of DOT and DDLS).
 
@@ -100,16 +101,16 @@ def keep_best_per_group(score: torch.Tensor, groups: torch.Tensor, n: int) -> to
 
 
 def rebalanced(
-    realism_score: torch.Tensor, features: torch.Tensor, real_features: torch.Tensor, n: int
+    realism_score: torch.Tensor, features: torch.Tensor, real_features: torch.Tensor, n: int, cut: float = REBALANCE_CUT
 ) -> torch.Tensor:
     """Indices (ascending) of ``n`` of the candidates (``realism_score`` and classifier ``features`` of each): the
-    ``REBALANCE_CUT`` share with the lowest score is dropped, and the clusters of ``real_features`` get the reals'
+    ``cut`` share with the lowest score is dropped, and the clusters of ``real_features`` get the reals'
     shares of the rest, in a seeded random order; a dropped candidate fills a place only where its cluster has no
     survivor left, or where no cluster can fill it (then the best-ranked of all the rest)."""
     centres = kmeans(real_features, REBALANCE_CLUSTERS, KMEANS_ITERATIONS)
     share = torch.bincount(nearest(real_features, centres), minlength=REBALANCE_CLUSTERS).double() / len(real_features)
     order = torch.rand(len(realism_score), generator=torch.Generator().manual_seed(REBALANCE_SEED))
-    rank = torch.where(realism_score >= realism_score.quantile(REBALANCE_CUT), order + 1, order - 1)
+    rank = torch.where(realism_score >= realism_score.quantile(cut), order + 1, order - 1)
     groups = nearest(features, centres)
     quota = (share * n).floor().long()
     quota[(share * n - quota).argsort(descending=True)[: n - int(quota.sum())]] += 1
@@ -186,9 +187,11 @@ def main() -> None:
             picked = sample(generator, z[:n], batch_size=cfg.batch_size, truncation=float(value), density=density)
         elif kind == "refine":
             picked = refine(generator, critic, z[:n], int(value), cfg.batch_size)
-        elif kind == "rebalanced":
-            m = round(n / float(value))
-            picked = images[rebalanced(scores["realism"][:m], features[:m], seeded_subset(real.train.features), n)]
+        elif kind == "rebalanced":  # rebalanced:PSI or rebalanced:PSI:CUT
+            psi, _, cut = value.partition(":")
+            m = round(n / float(psi))
+            reals = seeded_subset(real.train.features)
+            picked = images[rebalanced(scores["realism"][:m], features[:m], reals, n, float(cut or REBALANCE_CUT))]
         else:
             m = round(n / float(value))
             picked = images[keep_best_per_group(scores[kind][:m], cluster[:m], n)]
