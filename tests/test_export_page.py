@@ -11,6 +11,7 @@ import functools
 import http.server
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ return [c.width, c.height, grey];"""
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def browser() -> Iterator[object]:
     if not (CHROMIUM and DRIVER):
         pytest.skip(f"no chromium or chromedriver on PATH: `{INSTALL}` (Debian) runs the page's test")
     from selenium import webdriver
@@ -48,12 +49,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
-    # Chromium leaves its profile's socket folder in TMPDIR: in the test's own folder, not in /tmp for good
-    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))}
+    # Chromium leaves a socket folder in TMPDIR for good: give it one we remove (test_site.py says why in /tmp)
+    scratch = tempfile.mkdtemp(prefix="chromium-")
+    env = {**os.environ, "TMPDIR": scratch}
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER, env=env))
     driver.set_script_timeout(60)
     yield driver
     driver.quit()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture

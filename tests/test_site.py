@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -107,16 +108,17 @@ def test_no_page_of_the_site_loads_anything_from_the_network(site: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=f"no chromium and chromedriver; install: {INSTALL}")
-def test_a_browser_with_no_network_draws_the_pipeline_graph(
-    site: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_browser_with_no_network_draws_the_pipeline_graph(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Headless Chromium, every host name unresolvable, opens pipeline.html from the disk: the mermaid block
     becomes an <svg> (Material puts it in a closed shadow root; the page is made to open it before it loads)."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager: never download a browser or a driver
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # Chromium leaves its profile's socket folder there, not in /tmp
+    # Chromium leaves a socket folder in TMPDIR for good: give it one we remove. Short, in /tmp: the socket's path
+    # must fit in 108 bytes, which a pytest-xdist tmp_path does not leave room for.
+    scratch = tempfile.mkdtemp(prefix="chromium-")
+    monkeypatch.setenv("TMPDIR", scratch)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # with the driver named too, Selenium never downloads a browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600"):
@@ -137,3 +139,4 @@ def test_a_browser_with_no_network_draws_the_pipeline_graph(
         assert driver.execute_script("return document.querySelectorAll('pre.mermaid').length") == 0
     finally:
         driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)
