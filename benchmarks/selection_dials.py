@@ -72,9 +72,8 @@ def realism(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> torch.Tensor:
     dense = radii <= radii.median()
     reals, radii = real[dense], radii[dense]
     score = torch.empty(len(fake))
-    for start in range(0, len(fake), metrics.DIST_CHUNK):
-        rows = slice(start, start + metrics.DIST_CHUNK)
-        score[rows] = (radii / torch.cdist(fake[rows], reals).clamp_min(1e-12)).max(1).values
+    for rows, dist in metrics.distance_chunks(fake, reals):
+        score[rows] = (radii / dist.clamp_min(1e-12)).max(1).values
     return score
 
 
@@ -84,20 +83,29 @@ def seeded_subset(features: torch.Tensor) -> torch.Tensor:
     return features[order[:REALISM_REALS]]
 
 
+def quotas(shares: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` places split by ``shares`` (summing to 1): floors, then one more for the largest remainders."""
+    exact = shares * n
+    quota = exact.floor().long()
+    quota[(exact - quota).argsort(descending=True)[: n - int(quota.sum())]] += 1
+    return quota
+
+
+def fill(rank: torch.Tensor, groups: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """A mask of the candidates that fill each group's ``quota`` in order of ``rank``, highest first (all of a
+    group's when it has fewer)."""
+    chosen = torch.zeros(len(rank), dtype=torch.bool)
+    for g in range(len(quota)):
+        members = (groups == g).nonzero().squeeze(1)
+        chosen[members[rank[members].topk(min(int(quota[g]), len(members))).indices]] = True
+    return chosen
+
+
 def keep_best_per_group(score: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
     """Indices (ascending) of ``n`` candidates: the highest ``score`` of each group, each group getting its share
     of ``n`` by its share of the candidates (largest remainders round)."""
     counts = torch.bincount(groups).double()
-    exact = counts / len(groups) * n
-    quota = exact.floor().long()
-    quota[(exact - quota).argsort(descending=True)[: n - int(quota.sum())]] += 1
-    kept = [
-        members[score[members].topk(int(quota[g])).indices]
-        for g in range(len(counts))
-        if quota[g] > 0
-        for members in [(groups == g).nonzero().squeeze(1)]
-    ]
-    return torch.cat(kept).sort().values
+    return fill(score, groups, quotas(counts / len(groups), n)).nonzero().squeeze(1)
 
 
 def rebalanced(
@@ -111,14 +119,7 @@ def rebalanced(
     share = torch.bincount(nearest(real_features, centres), minlength=REBALANCE_CLUSTERS).double() / len(real_features)
     order = torch.rand(len(realism_score), generator=torch.Generator().manual_seed(REBALANCE_SEED))
     rank = torch.where(realism_score >= realism_score.quantile(cut), order + 1, order - 1)
-    groups = nearest(features, centres)
-    quota = (share * n).floor().long()
-    quota[(share * n - quota).argsort(descending=True)[: n - int(quota.sum())]] += 1
-    chosen = torch.zeros(len(rank), dtype=torch.bool)
-    for c in range(REBALANCE_CLUSTERS):
-        members = (groups == c).nonzero().squeeze(1)
-        take = min(int(quota[c]), len(members))
-        chosen[members[rank[members].topk(take).indices]] = True
+    chosen = fill(rank, nearest(features, centres), quotas(share, n))
     rest = (~chosen).nonzero().squeeze(1)
     chosen[rest[rank[rest].topk(n - int(chosen.sum())).indices]] = True
     return chosen.nonzero().squeeze(1)
@@ -166,10 +167,11 @@ def main() -> None:
     with torch.no_grad():
         critic_score = torch.cat([critic(b) for b in images.split(cfg.batch_size)]).squeeze(1)
     features = run_classifier(classifier, images, cfg.batch_size).features
+    reals = seeded_subset(real.train.features)  # the training images both realism and rebalancing measure against
     scores = {
         "density": -(h - density.centres[cluster]).norm(dim=1),
         "critic": critic_score,
-        "realism": realism(seeded_subset(real.train.features), features),
+        "realism": realism(reals, features),
         "judge-realism": realism(
             seeded_subset(judge[1].train.features), run_classifier(judge[0], images, cfg.batch_size).features
         ),
@@ -190,7 +192,6 @@ def main() -> None:
         elif kind == "rebalanced":  # rebalanced:PSI or rebalanced:PSI:CUT
             psi, _, cut = value.partition(":")
             m = round(n / float(psi))
-            reals = seeded_subset(real.train.features)
             picked = images[rebalanced(scores["realism"][:m], features[:m], reals, n, float(cut or REBALANCE_CUT))]
         else:
             m = round(n / float(value))

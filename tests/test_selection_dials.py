@@ -1,5 +1,5 @@
-"""benchmarks/selection_dials.py's two pieces of logic: the per-group pick and the realism score
-(docs/benchmarks.md, "Picking instead of clamping", rests on them)."""
+"""benchmarks/selection_dials.py's logic: the per-group pick, the realism score and the rebalancing
+(docs/benchmarks.md, "Picking or moving samples instead of clamping", rests on them)."""
 
 from __future__ import annotations
 

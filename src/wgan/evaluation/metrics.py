@@ -106,7 +106,7 @@ def kid(
     return float(values.mean()), std
 
 
-def _distance_chunks(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+def distance_chunks(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
     """Row blocks of the ``len(a) x len(b)`` Euclidean distance matrix, so it never sits in memory whole."""
     for start in range(0, len(a), DIST_CHUNK):
         rows = slice(start, min(start + DIST_CHUNK, len(a)))
@@ -119,7 +119,7 @@ def knn_radii(feats: torch.Tensor, k: int) -> torch.Tensor:
     if not 1 <= k < len(x):
         raise ValueError(f"k = {k} must be in [1, {len(x) - 1}] (fewer than the set's {len(x)} points)")
     radii = torch.empty(len(x))
-    for rows, dist in _distance_chunks(x, x):
+    for rows, dist in distance_chunks(x, x):
         radii[rows] = dist.kthvalue(k + 1, dim=1).values  # the smallest, 0, is the point itself
     return radii
 
@@ -141,7 +141,7 @@ def precision_recall(
     f_radii = knn_radii(f, k)
     fake_covered = torch.zeros(len(f), dtype=torch.bool)
     real_covered = torch.zeros(len(r), dtype=torch.bool)
-    for rows, dist in _distance_chunks(f, r):
+    for rows, dist in distance_chunks(f, r):
         fake_covered[rows] = (dist <= r_radii[None, :]).any(1)
         real_covered |= (dist <= f_radii[rows, None]).any(0)
     return float(fake_covered.double().mean()), float(real_covered.double().mean())
@@ -151,7 +151,7 @@ def median_nn_distance(queries: torch.Tensor, pool: torch.Tensor) -> float:
     """Median over ``queries`` of the distance to the nearest point of ``pool``."""
     q, p = queries.detach().float(), pool.detach().float()
     nearest = torch.empty(len(q))
-    for rows, dist in _distance_chunks(q, p):
+    for rows, dist in distance_chunks(q, p):
         nearest[rows] = dist.min(1).values
     return float(nearest.median())
 
