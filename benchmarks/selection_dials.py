@@ -41,7 +41,6 @@ from wgan import paths
 from wgan.classifier.classifier import Classifier, load_real_features, run_classifier
 from wgan.config import load_section
 from wgan.data.model_file import load_model
-from wgan.evaluation import metrics
 from wgan.evaluation.evaluate import evaluate_images
 from wgan.judge.judge import Judge
 from wgan.models.networks import Critic, Generator
@@ -54,33 +53,13 @@ from wgan.models.sampling import (
     sample,
     truncation_layer,
 )
+from wgan.selection.selection import Realism, Selection, seeded_subset, select_latents
 
-REALISM_REALS = 20_000  # training images the realism score measures against (a seeded subset)
-REALISM_SEED = 7
 REFINE_STEP = 0.01  # the latent step per refinement step (0.05 and more: FID several times worse, seed 0)
 REBALANCE_CUT = 0.4  # chosen on seed 0 among cuts 0.2-0.5, 64-1024 clusters, PSI 0.8-0.33 (docs/benchmarks.md)
 REBALANCE_CLUSTERS = 1024
 REBALANCE_SEED = 3  # the random order in which a cluster's surviving candidates fill its places
 ROWS = ["none", "clamp:0.4", "density:0.5", "critic:0.5", "realism:0.8", "realism:0.6", "judge-realism:0.8"]
-
-
-def realism(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Kynkaenniemi et al. 2019's realism score of each ``fake`` feature: ``max_j r_j / |f - real_j|`` over the
-    real points whose k-NN radius ``r_j`` is at most the median (the paper drops the sparse half); >= 1: inside
-    some real point's ball."""
-    radii = metrics.knn_radii(real, k)
-    dense = radii <= radii.median()
-    reals, radii = real[dense], radii[dense]
-    score = torch.empty(len(fake))
-    for rows, dist in metrics.distance_chunks(fake, reals):
-        score[rows] = (radii / dist.clamp_min(1e-12)).max(1).values
-    return score
-
-
-def seeded_subset(features: torch.Tensor) -> torch.Tensor:
-    """``REALISM_REALS`` rows of ``features`` (training images: the evaluate stage scores against the test split)."""
-    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(REALISM_SEED))
-    return features[order[:REALISM_REALS]]
 
 
 def quotas(shares: torch.Tensor, n: int) -> torch.Tensor:
@@ -149,7 +128,7 @@ def main() -> None:
     critic = load_model(paths.CRITIC, Critic).eval()
     classifier, real = load_model(paths.CLASSIFIER, Classifier), load_real_features(paths.REAL_FEATURES)
     judge = load_model(paths.JUDGE, Judge), load_real_features(paths.JUDGE_FEATURES)
-    psis = [float(r.split(":")[1]) for r in args.rows if r.split(":")[0] not in ("none", "clamp", "refine")]
+    psis = [float(r.split(":")[1]) for r in args.rows if r.split(":")[0] not in ("none", "clamp", "refine", "select")]
     pool = round(n / min(psis, default=1.0))
 
     # The candidates (evaluate's own latents first), their clusters and every score, once.
@@ -167,13 +146,13 @@ def main() -> None:
     with torch.no_grad():
         critic_score = torch.cat([critic(b) for b in images.split(cfg.batch_size)]).squeeze(1)
     features = run_classifier(classifier, images, cfg.batch_size).features
-    reals = seeded_subset(real.train.features)  # the training images both realism and rebalancing measure against
+    reals = seeded_subset(real.train).features  # the training images both realism and rebalancing measure against
     scores = {
         "density": -(h - density.centres[cluster]).norm(dim=1),
         "critic": critic_score,
-        "realism": realism(reals, features),
-        "judge-realism": realism(
-            seeded_subset(judge[1].train.features), run_classifier(judge[0], images, cfg.batch_size).features
+        "realism": Realism.of(reals).score(features),
+        "judge-realism": Realism.of(seeded_subset(judge[1].train).features).score(
+            run_classifier(judge[0], images, cfg.batch_size).features
         ),
     }
     print(f"{pool} candidates scored in {time.perf_counter() - start:.0f} s; evaluate.n_samples {n}, seed {cfg.seed}")
@@ -189,6 +168,10 @@ def main() -> None:
             picked = sample(generator, z[:n], batch_size=cfg.batch_size, truncation=float(value), density=density)
         elif kind == "refine":
             picked = refine(generator, critic, z[:n], int(value), cfg.batch_size)
+        elif kind == "select":  # the shipped dial, wgan sample --select PSI
+            selection = Selection.fit(generator, classifier, real.train, float(value))
+            chosen = select_latents(generator, classifier, selection, cfg.seed, torch.zeros(n, dtype=torch.int64))
+            picked = sample(generator, chosen, batch_size=cfg.batch_size)
         elif kind == "rebalanced":  # rebalanced:PSI or rebalanced:PSI:CUT
             psi, _, cut = value.partition(":")
             m = round(n / float(psi))

@@ -1,5 +1,5 @@
-"""benchmarks/selection_dials.py's logic: the per-group pick, the realism score and the rebalancing
-(docs/benchmarks.md, "Picking or moving samples instead of clamping", rests on them)."""
+"""benchmarks/selection_dials.py's logic: the per-group pick and the batch rebalancing (docs/benchmarks.md, "Picking
+or moving samples instead of clamping", rests on them); the realism score is the library's (tests/test_selection.py)."""
 
 from __future__ import annotations
 
@@ -29,15 +29,6 @@ def test_largest_remainders_fill_the_quota() -> None:
     groups = torch.tensor([0, 0, 1, 1, 2, 2, 2])  # shares 2/7, 2/7, 3/7 of 3: 0.86, 0.86, 1.29 -> 1, 1, 1
     kept = DIALS["keep_best_per_group"](torch.arange(7.0), groups, 3)
     assert kept.tolist() == [1, 3, 6]
-
-
-def test_realism_is_above_one_inside_a_real_ball_and_below_far_away() -> None:
-    real = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [10.0, 10.0]])
-    fake = torch.tensor([[0.5, 0.5], [0.1, 0.0], [5.0, 5.0], [10.0, 10.0]])
-    score = DIALS["realism"](real, fake, k=1)
-    assert score[0] > 1 and score[1] > 1  # near the dense square
-    assert score[2] < 1  # between the square and the lone point
-    assert score[3] < 1  # on the lone point, whose radius (the sparse half) is dropped
 
 
 def test_rebalancing_gives_the_real_shares_and_drops_the_least_real() -> None:
