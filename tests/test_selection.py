@@ -27,27 +27,48 @@ from wgan.selection import selection as sel
 from wgan.selection.selection import ACCEPT, CHUNK, Realism, Selection, acceptance, select_latents, selected_latents
 
 
-def test_acceptance_gives_the_real_shares_where_no_cap_binds() -> None:
-    real, passing = torch.tensor([50, 30, 20]), torch.tensor([60, 30, 10])
-    accept = acceptance(real, passing).double()
-    kept = passing * accept
-    torch.testing.assert_close(kept / kept.sum(), torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64))
-    assert float(kept.sum() / passing.sum()) == pytest.approx(ACCEPT)
-    torch.testing.assert_close(accept, torch.tensor([1 / 3, 0.4, 0.8], dtype=torch.float64))
+def kept_per_cluster(
+    counts: torch.Tensor, passing: torch.Tensor, keep: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """The expected number of kept candidates per cluster."""
+    return passing * keep[0] + (counts - passing) * keep[1]
 
 
-def test_acceptance_is_zero_where_nothing_passing_lies_near_training_images() -> None:
-    accept = acceptance(torch.tensor([0, 5, 3]), torch.tensor([9, 0, 0]))
-    assert torch.equal(accept, torch.tensor([0, 1, 1], dtype=torch.float64))  # unreached clusters still keep all
+def test_the_passing_candidates_give_the_real_shares_where_they_suffice() -> None:
+    real, counts, passing = torch.tensor([50, 30, 20]), torch.tensor([100, 50, 50]), torch.tensor([60, 30, 10])
+    keep = acceptance(real, counts, passing, rate=0.2)  # 40 of 200 kept: 20, 12 and 8
+    torch.testing.assert_close(
+        kept_per_cluster(counts, passing, keep), torch.tensor([20, 12, 8.0], dtype=torch.float64)
+    )
+    torch.testing.assert_close(keep[0], torch.tensor([1 / 3, 0.4, 0.8], dtype=torch.float64))
+    assert keep[1].tolist() == [0, 0, 0]  # no failing candidate is needed
 
 
-def test_acceptance_caps_the_most_under_drawn_cluster_and_keeps_the_rate() -> None:
-    """Cluster 1 holds 90% of the reals but 10% of the passing samples: it keeps them all (cap 1), and the over-drawn
-    cluster 0 is thinned just enough to keep ACCEPT in all; a cluster no fit sample reached keeps whatever reaches
-    it, one no real image lies in keeps none."""
-    accept = acceptance(torch.tensor([10, 90, 5, 0]), torch.tensor([90, 10, 0, 7])).double()
-    torch.testing.assert_close(accept, torch.tensor([(0.4 * 107 - 10) / 90, 1, 1, 0], dtype=torch.float64))
-    assert float((torch.tensor([90, 10, 0, 7]) * accept).sum() / 107) == pytest.approx(ACCEPT)
+def test_failing_candidates_fill_only_what_the_passing_ones_leave_short() -> None:
+    """Cluster 1 needs 16 of 40 kept but has 4 passing candidates: all 4 are kept, and 12 of its 36 failing ones."""
+    real, counts, passing = torch.tensor([60, 40]), torch.tensor([160, 40]), torch.tensor([96, 4])
+    keep = acceptance(real, counts, passing, rate=0.2)
+    torch.testing.assert_close(kept_per_cluster(counts, passing, keep), torch.tensor([24, 16.0], dtype=torch.float64))
+    torch.testing.assert_close(keep[0], torch.tensor([0.25, 1], dtype=torch.float64))
+    torch.testing.assert_close(keep[1], torch.tensor([0, 1 / 3], dtype=torch.float64))
+
+
+def test_what_a_short_cluster_misses_goes_to_the_others_and_the_rate_holds() -> None:
+    """Cluster 1 holds 90% of the training images but 2 of 100 candidates: it keeps both, and the 38 other places
+    go to clusters 0 and 2 in proportion, passing candidates first (cluster 2 has 15, and fills 4 places with
+    failing ones). A cluster no fit sample reached keeps all that reach it; one without training images keeps
+    none."""
+    real, counts, passing = (
+        torch.tensor([5, 90, 5, 3, 0]),
+        torch.tensor([46, 2, 45, 0, 7]),
+        torch.tensor([30, 1, 15, 0, 7]),
+    )
+    keep = acceptance(real, counts, passing, rate=0.4)
+    kept = kept_per_cluster(counts, passing, keep)
+    assert float(kept.sum()) == pytest.approx(40)
+    torch.testing.assert_close(kept[:3], torch.tensor([19, 2, 19.0], dtype=torch.float64))
+    assert keep[0][2] == 1 and 0 < keep[1][2] < 1 and keep[0][0] < 1 and keep[1][0] == 0
+    assert keep[0][3] == 1 and keep[1][3] == 1 and keep[0][4] == 0 and keep[1][4] == 0
 
 
 def test_realism_is_above_one_inside_a_real_ball_and_below_far_away() -> None:
@@ -87,15 +108,17 @@ def tiny(cls: type = Generator) -> Generator | ConditionalGenerator:
 
 
 @pytest.mark.parametrize("psi", [0.3, 0.7, 1.0])
-def test_the_fit_cuts_at_the_quantile_and_keeps_accept_of_the_survivors(psi: float) -> None:
+def test_the_fit_cuts_at_the_quantile_and_keeps_accept_times_psi(psi: float) -> None:
     generator, net = tiny(), classifier()
     fitted = small_fit(generator, net, psi)
     features = run_classifier(net, sample(generator, draw_latents((2000,), 8, sel.FIT_SEED))).features
     passing = fitted.realism.score(features) >= fitted.cuts[0]
     assert float(passing.double().mean()) == pytest.approx(psi, abs=1e-3)
-    clusters = nearest(features[passing], fitted.centres)
-    assert float(fitted.accept[0, clusters].double().mean()) == pytest.approx(ACCEPT, abs=1e-4)
-    assert fitted.accept.shape == (1, 16) and bool(((fitted.accept >= 0) & (fitted.accept <= 1)).all())
+    cluster = nearest(features, fitted.centres)
+    keep = torch.where(passing, fitted.keep_passing[0, cluster], fitted.keep_failing[0, cluster])
+    assert float(keep.double().mean()) == pytest.approx(ACCEPT * psi, abs=1e-4)  # on the fit set, exactly
+    for table in (fitted.keep_passing, fitted.keep_failing):
+        assert table.shape == (1, 16) and bool(((table >= 0) & (table <= 1)).all())
 
 
 def test_the_sampler_returns_the_first_kept_candidates_of_the_stream() -> None:
@@ -116,7 +139,7 @@ def test_the_sampler_returns_the_first_kept_candidates_of_the_stream() -> None:
 def test_a_conditional_generator_gets_each_digit_asked_for_from_candidates_of_that_digit() -> None:
     generator, net = tiny(ConditionalGenerator), classifier()
     fitted = small_fit(generator, net, 0.5)
-    assert fitted.cuts.shape == (10,) and fitted.accept.shape == (10, 16)  # one fit per digit
+    assert fitted.cuts.shape == (10,) and fitted.keep_passing.shape == (10, 16)  # one fit per digit
     wanted = torch.tensor([7, 3, 7, 7, 3])
     z = select_latents(generator, net, fitted, seed=2, wanted=wanted)
     rng = torch.Generator().manual_seed(2)
@@ -131,7 +154,8 @@ def test_a_conditional_generator_gets_each_digit_asked_for_from_candidates_of_th
 def test_a_selection_that_keeps_nothing_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     generator, net = tiny(), classifier()
     fitted = small_fit(generator, net, 0.5)
-    closed = Selection(fitted.psi, fitted.realism, fitted.centres, fitted.cuts, torch.zeros_like(fitted.accept))
+    none = torch.zeros_like(fitted.keep_passing)
+    closed = Selection(fitted.psi, fitted.realism, fitted.centres, fitted.cuts, none, none)
     monkeypatch.setattr(sel, "MAX_CANDIDATES_PER_SAMPLE", 1)  # give up after the margin of one chunk and a bit
     monkeypatch.setattr(sel, "CHUNK", 500)
     with pytest.raises(sel.UserError, match=r"the selection kept 0 of 1000 candidates, short of 3; raise --select"):

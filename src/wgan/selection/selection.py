@@ -2,17 +2,19 @@
 sample, and gives back most of the variety that a plain cut takes.
 
 Candidates are the latents of the seed's stream; each is drawn and seen by the classifier (the classifier
-stage's model; never the judge, which must stay unseen by everything that picks). A candidate is kept when it
-passes two tests:
+stage's model; never the judge, which must stay unseen by everything that picks). Two things decide whether it is
+kept:
 
-1. **realism**: its realism score (Kynkaenniemi et al. 2019: ``max_j r_j / |f - real_j|`` over the dense half of
-   ``REALISM_REALS`` training images, ``r_j`` their k-NN radii) is in the generator's top PSI share, the
+1. **realism**: whether its realism score (Kynkaenniemi et al. 2019: ``max_j r_j / |f - real_j|`` over the dense
+   half of ``REALISM_REALS`` training images, ``r_j`` their k-NN radii) is in the generator's top PSI share, the
    (1 - PSI)-quantile of a fit set of the generator's own samples;
-2. **rebalancing**: a uniform draw falls below its cluster's acceptance. The clusters are ``N_CLUSTERS`` k-means
-   clusters of the training images' features; a cluster's acceptance is proportional to its share of the training
-   images over its share of the fit samples that pass (1), capped at 1 and scaled so that ``ACCEPT`` of those pass.
-   The generator's over-drawn modes are thinned and its under-drawn ones kept whole: a realism cut alone keeps the
-   generator's favourite digits and starves the rest.
+2. **rebalancing**: its cluster, one of ``N_CLUSTERS`` k-means clusters of the training images' features. It is
+   kept if a uniform draw falls below its cluster's acceptance for candidates that pass (1), or for those that
+   fail it: each cluster keeps the training images' share of the kept samples, from the passing candidates
+   first and from failing ones only where those fall short; ``ACCEPT * PSI`` of all candidates are kept. The
+   generator's over-drawn modes are thinned, its under-drawn ones kept whole, and a mode it draws poorly keeps
+   its share instead of vanishing at the cut (a realism cut alone costs that variety: FID 45-76% worse at PSI 0.7
+   in a version without the fill, seed 0).
 
 PSI 1 is rebalancing alone. Against the density truncation (``--truncation``, which moves samples), the measured
 trade-off is several times better in both feature spaces (docs/benchmarks.md, "Truncation"). The price: it needs
@@ -54,7 +56,7 @@ REALISM_REALS = 20_000  # training images the realism score and the clusters mea
 REALISM_SEED = 7  # the subset's own stream
 REALISM_K = 3  # the k of the reals' k-NN radii (the paper's, and evaluate.pr_k's default)
 N_CLUSTERS = 1024  # chosen on seed 0 among 64-1024 (docs/benchmarks.md); about 20 training images per cluster
-ACCEPT = 0.4  # share of the realism survivors that rebalancing keeps: its room to thin over-drawn modes
+ACCEPT = 0.4  # kept per candidate that passes: 2.5 survivors a place, the rebalancing's room to choose
 FIT_SIZE = 20_000  # the fit samples: latents from models.sampling.FIT_SEED, the density truncation's stream
 CHUNK = 5_000  # candidates drawn and scored at a time; fixed, so the stream does not depend on --n
 HINT = (
@@ -98,31 +100,41 @@ class Realism:
         return score
 
 
-def acceptance(real_counts: torch.Tensor, passing_counts: torch.Tensor, accept: float = ACCEPT) -> torch.Tensor:
-    """Each cluster's acceptance [K] in [0, 1]: proportional to real share / generated share, capped at 1, scaled
-    so that the passing samples (``passing_counts`` per cluster) are kept at the rate ``accept`` on average.
+def acceptance(
+    real_counts: torch.Tensor, counts: torch.Tensor, passing_counts: torch.Tensor, rate: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each cluster's acceptance [K] of a candidate that passes the realism cut, and of one that fails it.
 
-    A cluster the fit never reached gets 1 (keep whatever reaches it), one with no real image 0. Uncapped, the
-    kept samples' cluster shares are the real ones; the cap leaves the most under-drawn clusters short instead of
-    thinning everything else to match them."""
+    ``counts`` fit samples lie in each cluster, ``passing_counts`` of them pass. A cluster's candidates are kept
+    at the rate that gives it the training images' share (``real_counts``) of the kept ones, passing candidates
+    first; failing ones fill what the passing ones leave short (a mode the generator draws poorly would otherwise
+    vanish); the overall rate is ``rate``, and what clusters short of even their failing candidates miss goes to
+    the others in proportion. A cluster no fit sample reached keeps everything that reaches it; one with no
+    training image keeps nothing. In expectation this is the batch dial of ``benchmarks/selection_dials.py``
+    (``rebalanced:RATE:CUT``): quotas by the training images' shares, filled from the survivors of the cut."""
+    n = float(counts.sum())
     real_share = real_counts.double() / real_counts.sum()
-    gen_share = passing_counts.double() / passing_counts.sum()
-    ratio = torch.where(gen_share > 0, real_share / gen_share, torch.inf)
-    ratio[real_counts == 0] = 0.0
-    seen = ratio[torch.repeat_interleave(torch.arange(len(ratio)), passing_counts)]  # one entry per passing sample
+    passing = torch.where(counts > 0, passing_counts.double() / counts.clamp_min(1), 1.0)
+
+    def at(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        per_candidate = torch.where(counts > 0, scale * real_share * n / counts.clamp_min(1), torch.inf)
+        keep_passing = torch.where(passing > 0, per_candidate / passing, torch.inf).clamp(max=1.0)
+        keep_failing = torch.where(passing < 1, (per_candidate - passing) / (1 - passing), 0.0).clamp(0.0, 1.0)
+        keep_failing[counts == 0] = 1.0
+        return torch.nan_to_num(keep_passing, nan=0.0), keep_failing
 
     def kept(scale: float) -> float:
-        return float(torch.clamp(seen / scale, max=1.0).mean())
+        keep_passing, keep_failing = at(scale)
+        return float((passing_counts * keep_passing + (counts - passing_counts) * keep_failing).sum()) / n
 
-    if not bool((seen > 0).any()):  # nothing that passes lies where training images do: none of it is kept
-        return torch.isinf(ratio).double()
-    if kept(float(seen.max())) >= accept:  # no cap binds at the rate asked for: the scale in closed form
-        return torch.clamp(ratio * (accept / float(seen.mean())), max=1.0)
-    low, high = float(seen[seen > 0].min()) * accept / 2, float(seen.max())  # kept(low) >= accept > kept(high)
-    for _ in range(100):  # bisection on the scale; kept() decreases in it
-        mid = (low * high) ** 0.5
-        low, high = (mid, high) if kept(mid) >= accept else (low, mid)
-    return torch.clamp(ratio / high, max=1.0)
+    high = rate
+    while kept(high) < rate and high < 1e6 * rate:  # widen until the rate is reached (or cannot be)
+        high *= 2
+    low = rate  # kept(rate) <= rate: the shares alone, before what short clusters miss is handed on
+    for _ in range(60):  # bisection; kept() increases with the scale
+        mid = (low + high) / 2
+        low, high = (mid, high) if kept(mid) < rate else (low, mid)
+    return at(high)
 
 
 @dataclass(frozen=True)
@@ -134,7 +146,8 @@ class Selection:
     realism: Realism
     centres: torch.Tensor  # [N_CLUSTERS, D], of the training images' features
     cuts: torch.Tensor  # [G]: a candidate of group g passes (1) when its realism is at least cuts[g]
-    accept: torch.Tensor  # [G, N_CLUSTERS]: the probability that a passing candidate is kept, per cluster
+    keep_passing: torch.Tensor  # [G, N_CLUSTERS]: the probability that a passing candidate is kept, per cluster
+    keep_failing: torch.Tensor  # [G, N_CLUSTERS]: the same for a failing one
 
     @classmethod
     def fit(
@@ -161,25 +174,36 @@ class Selection:
         score, cluster = realism.score(features), nearest(features, centres)
         groups = labels if labels is not None else torch.zeros(fit_size, dtype=torch.int64)
 
-        cuts, accepts = [], []
+        cuts, keep_passing, keep_failing = [], [], []
         for g in range(int(groups.max()) + 1):
             mine = groups == g
             cut = float(score[mine].quantile(1 - psi)) if psi < 1 else -torch.inf
-            passing = mine & (score >= cut)
             reals_of_g = real_cluster[real.labels == g] if conditional else real_cluster
-            cuts.append(cut)
-            accepts.append(
-                acceptance(
-                    torch.bincount(reals_of_g, minlength=len(centres)),
-                    torch.bincount(cluster[passing], minlength=len(centres)),
-                )
+            k = len(centres)
+            keep = acceptance(
+                torch.bincount(reals_of_g, minlength=k),
+                torch.bincount(cluster[mine], minlength=k),
+                torch.bincount(cluster[mine & (score >= cut)], minlength=k),
+                ACCEPT * psi,
             )
-        return cls(psi, realism, centres, torch.tensor(cuts, dtype=torch.float32), torch.stack(accepts).float())
+            cuts.append(cut)
+            keep_passing.append(keep[0])
+            keep_failing.append(keep[1])
+        return cls(
+            psi,
+            realism,
+            centres,
+            torch.tensor(cuts, dtype=torch.float32),
+            torch.stack(keep_passing).float(),
+            torch.stack(keep_failing).float(),
+        )
 
     def kept(self, features: torch.Tensor, groups: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
         """Which candidates are kept (a bool mask), from their classifier features, groups and uniform draws."""
-        score = self.realism.score(features)
-        return (score >= self.cuts[groups]) & (uniform < self.accept[groups, nearest(features.float(), self.centres)])
+        cluster = nearest(features.float(), self.centres)
+        passes = self.realism.score(features) >= self.cuts[groups]
+        keep = torch.where(passes, self.keep_passing[groups, cluster], self.keep_failing[groups, cluster])
+        return uniform < keep
 
 
 def select_latents(
