@@ -53,7 +53,7 @@ from wgan.models.sampling import (
     sample,
     truncation_layer,
 )
-from wgan.selection.selection import Realism, Selection, seeded_subset, select_latents
+from wgan.selection.selection import Realism, seeded_subset, select_latents
 
 REFINE_STEP = 0.01  # the latent step per refinement step (0.05 and more: FID several times worse, seed 0)
 REBALANCE_CUT = 0.4  # chosen on seed 0 among cuts 0.2-0.5, 64-1024 clusters, PSI 0.8-0.33 (docs/benchmarks.md)
@@ -169,8 +169,7 @@ def main() -> None:
         elif kind == "refine":
             picked = refine(generator, critic, z[:n], int(value), cfg.batch_size)
         elif kind == "select":  # the shipped dial, wgan sample --select PSI
-            selection = Selection.fit(generator, classifier, real.train, float(value))
-            chosen = select_latents(generator, classifier, selection, cfg.seed, torch.zeros(n, dtype=torch.int64))
+            chosen = select_latents(generator, classifier, real.train, float(value), cfg.seed, torch.zeros(n).long())
             picked = sample(generator, chosen, batch_size=cfg.batch_size)
         elif kind == "rebalanced":  # rebalanced:PSI or rebalanced:PSI:CUT
             psi, _, cut = value.partition(":")

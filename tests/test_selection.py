@@ -1,13 +1,15 @@
-"""The selection dial (`wgan.selection.selection`, `wgan sample --select PSI`): the acceptances give the training
-images' cluster shares where no cap binds; the realism score; the fit cuts at the PSI-quantile and keeps ``ACCEPT``
-of the survivors; the sampler returns the first kept candidates of the seed's stream, deterministically, the
-digits asked for of a conditional generator; the command draws exactly those; bad input is one line, exit code 2.
+"""The selection dial (`wgan.selection.selection`, `wgan sample --select PSI`): systematic quotas; the realism score;
+the rebalancing of a candidate pool (quotas by the training images' clusters, passing candidates first, failing
+ones only where a cluster falls short); the sampler's candidates are the seed's first latents, picked
+deterministically, the digits asked for of a conditional generator; the command draws exactly those; bad input is
+one line, exit code 2.
 
-Tiny untrained networks and small fits keep it fast: what is tested is which candidates are kept and why, not
-image quality (docs/benchmarks.md, "Truncation", has that)."""
+Tiny untrained networks keep it fast: what is tested is which candidates are kept and why, not image quality
+(docs/benchmarks.md, "Truncation", has that)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,59 +18,50 @@ import torch
 from test_command import LATENT, NORM, model, run  # noqa: F401  (model: the fixture of a small saved generator)
 from test_render import read_png
 
-from wgan.classifier.classifier import Classifier, Outputs, RealFeatures, run_classifier, save_real_features
+from wgan.classifier.classifier import Classifier, RealFeatures, run_classifier, save_real_features
 from wgan.data.model_file import load_model, save_model
 from wgan.images.generate import generate
 from wgan.images.render import make_grid
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
-from wgan.models.sampling import balanced_digits, draw_latents, nearest, sample
-from wgan.selection import selection as sel
-from wgan.selection.selection import ACCEPT, CHUNK, Realism, Selection, acceptance, select_latents, selected_latents
+from wgan.models.sampling import balanced_digits, draw_latents, sample
+from wgan.selection.selection import ACCEPT, Realism, quotas, rebalanced, select_latents, selected_latents
 
 
-def kept_per_cluster(
-    counts: torch.Tensor, passing: torch.Tensor, keep: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
-    """The expected number of kept candidates per cluster."""
-    return passing * keep[0] + (counts - passing) * keep[1]
+def test_quotas_round_each_share_down_or_up_sum_to_n_and_are_right_on_average() -> None:
+    counts = torch.tensor([5, 0, 30, 1, 64])  # shares of 7 places: 0.35, 0, 2.1, 0.07, 4.48
+    exact = counts.double() * 7 / 100
+    seen = torch.stack([quotas(counts, 7, offset) for offset in torch.arange(1000).double() / 1000])
+    assert bool((seen.sum(1) == 7).all())
+    assert bool(((seen >= exact.floor()) & (seen <= exact.ceil())).all())
+    torch.testing.assert_close(seen.double().mean(0), exact, atol=2e-3, rtol=0)
+    assert quotas(torch.tensor([1, 1, 2]), 2, 0.0).tolist() == [0, 1, 1]
 
 
-def test_the_passing_candidates_give_the_real_shares_where_they_suffice() -> None:
-    real, counts, passing = torch.tensor([50, 30, 20]), torch.tensor([100, 50, 50]), torch.tensor([60, 30, 10])
-    keep = acceptance(real, counts, passing, rate=0.2)  # 40 of 200 kept: 20, 12 and 8
-    torch.testing.assert_close(
-        kept_per_cluster(counts, passing, keep), torch.tensor([20, 12, 8.0], dtype=torch.float64)
-    )
-    torch.testing.assert_close(keep[0], torch.tensor([1 / 3, 0.4, 0.8], dtype=torch.float64))
-    assert keep[1].tolist() == [0, 0, 0]  # no failing candidate is needed
+def test_rebalancing_gives_the_real_shares_from_passing_candidates_first() -> None:
+    """Two clusters drawn 1 : 1, the training images 3 : 1: the picks are 3 : 1, all of them passing the cut."""
+    gen = torch.Generator().manual_seed(0)
+    cluster = torch.arange(32000) % 2
+    score, order = torch.randn(32000, generator=gen), torch.rand(32000, generator=gen)
+    picked = rebalanced(score, cluster, torch.tensor([7500, 2500]), 4000, 0.5, order, 0.3)
+    assert picked.tolist() == sorted(set(picked.tolist())) and len(picked) == 4000
+    assert torch.bincount(cluster[picked]).tolist() == [3000, 1000]
+    assert bool((score[picked] >= score.median()).all())  # each cluster has passing candidates enough
+    passing0 = ((cluster == 0) & (score >= score.median())).nonzero().squeeze(1)
+    in_order = passing0[order[passing0].argsort(descending=True)[:3000]]  # the random order, not the best score
+    assert sorted(in_order.tolist()) == picked[cluster[picked] == 0].tolist()
 
 
-def test_failing_candidates_fill_only_what_the_passing_ones_leave_short() -> None:
-    """Cluster 1 needs 16 of 40 kept but has 4 passing candidates: all 4 are kept, and 12 of its 36 failing ones."""
-    real, counts, passing = torch.tensor([60, 40]), torch.tensor([160, 40]), torch.tensor([96, 4])
-    keep = acceptance(real, counts, passing, rate=0.2)
-    torch.testing.assert_close(kept_per_cluster(counts, passing, keep), torch.tensor([24, 16.0], dtype=torch.float64))
-    torch.testing.assert_close(keep[0], torch.tensor([0.25, 1], dtype=torch.float64))
-    torch.testing.assert_close(keep[1], torch.tensor([0, 1 / 3], dtype=torch.float64))
-
-
-def test_what_a_short_cluster_misses_goes_to_the_others_and_the_rate_holds() -> None:
-    """Cluster 1 holds 90% of the training images but 2 of 100 candidates: it keeps both, and the 38 other places
-    go to clusters 0 and 2 in proportion, passing candidates first (cluster 2 has 15, and fills 4 places with
-    failing ones). A cluster no fit sample reached keeps all that reach it; one without training images keeps
-    none."""
-    real, counts, passing = (
-        torch.tensor([5, 90, 5, 3, 0]),
-        torch.tensor([46, 2, 45, 0, 7]),
-        torch.tensor([30, 1, 15, 0, 7]),
-    )
-    keep = acceptance(real, counts, passing, rate=0.4)
-    kept = kept_per_cluster(counts, passing, keep)
-    assert float(kept.sum()) == pytest.approx(40)
-    torch.testing.assert_close(kept[:3], torch.tensor([19, 2, 19.0], dtype=torch.float64))
-    assert keep[0][2] == 1 and 0 < keep[1][2] < 1 and keep[0][0] < 1 and keep[1][0] == 0
-    assert keep[0][3] == 1 and keep[1][3] == 1 and keep[0][4] == 0 and keep[1][4] == 0
+def test_a_short_cluster_takes_failing_candidates_and_an_empty_one_passes_its_places_on() -> None:
+    """Cluster 1 needs 40 places but has 10 passing candidates: it takes all 10 and 30 failing ones. Cluster 2 (20
+    places) has no candidate at all: its places go to passing candidates of the others."""
+    score = torch.cat([torch.full((300,), 2.0), torch.full((10,), 2.0), torch.full((90,), 0.0)])
+    cluster = torch.cat([torch.zeros(300), torch.ones(100)]).long()
+    order = torch.rand(400, generator=torch.Generator().manual_seed(1))
+    picked = rebalanced(score, cluster, torch.tensor([40, 40, 20]), 100, 0.5, order, 0.0)
+    assert len(picked) == 100
+    assert int((cluster[picked] == 1).sum()) == 40 and int((score[picked[cluster[picked] == 1]] == 2).sum()) == 10
+    assert int((cluster[picked] == 0).sum()) == 60 and bool((score[picked[cluster[picked] == 0]] == 2).all())
 
 
 def test_realism_is_above_one_inside_a_real_ball_and_below_far_away() -> None:
@@ -87,7 +80,7 @@ def classifier() -> Classifier:
     return Classifier(channels=(4, 8), feature_dim=16).eval()
 
 
-def fake_reals(net: Classifier, generator: Generator | ConditionalGenerator | None = None, n: int = 400) -> Outputs:
+def fake_reals(net: Classifier, generator: Generator | ConditionalGenerator | None = None, n: int = 400):
     """The "training images", labelled 0..9 in turn: noise, or other samples of ``generator`` (of those digits)."""
     labels = balanced_digits(n)
     if generator is None:
@@ -98,68 +91,38 @@ def fake_reals(net: Classifier, generator: Generator | ConditionalGenerator | No
     return run_classifier(net, images, labels=labels)
 
 
-def small_fit(generator: Generator | ConditionalGenerator, net: Classifier, psi: float) -> Selection:
-    return Selection.fit(generator, net, fake_reals(net, generator), psi, fit_size=2000, n_clusters=16)
-
-
 def tiny(cls: type = Generator) -> Generator | ConditionalGenerator:
     torch.manual_seed(0)
     return cls(latent_dim=8, hidden=(16, 32)).eval()
 
 
-@pytest.mark.parametrize("psi", [0.3, 0.7, 1.0])
-def test_the_fit_cuts_at_the_quantile_and_keeps_accept_times_psi(psi: float) -> None:
+@pytest.mark.parametrize("psi", [0.3, 1.0])
+def test_the_sampler_picks_among_the_seeds_first_latents_deterministically(psi: float) -> None:
     generator, net = tiny(), classifier()
-    fitted = small_fit(generator, net, psi)
-    features = run_classifier(net, sample(generator, draw_latents((2000,), 8, sel.FIT_SEED))).features
-    passing = fitted.realism.score(features) >= fitted.cuts[0]
-    assert float(passing.double().mean()) == pytest.approx(psi, abs=1e-3)
-    cluster = nearest(features, fitted.centres)
-    keep = torch.where(passing, fitted.keep_passing[0, cluster], fitted.keep_failing[0, cluster])
-    assert float(keep.double().mean()) == pytest.approx(ACCEPT * psi, abs=1e-4)  # on the fit set, exactly
-    for table in (fitted.keep_passing, fitted.keep_failing):
-        assert table.shape == (1, 16) and bool(((table >= 0) & (table <= 1)).all())
-
-
-def test_the_sampler_returns_the_first_kept_candidates_of_the_stream() -> None:
-    generator, net = tiny(), classifier()
-    fitted = small_fit(generator, net, 0.5)
-    z = select_latents(generator, net, fitted, seed=4, wanted=torch.zeros(30, dtype=torch.int64))
-    rng = torch.Generator().manual_seed(4)  # the stream, as documented: latents, then one uniform each
-    candidates, uniform = torch.randn(CHUNK, 8, generator=rng), torch.rand(CHUNK, generator=rng)
-    assert torch.equal(candidates[:10], draw_latents((10,), 8, 4))  # the seed's own latents come first
-    features = run_classifier(net, sample(generator, candidates)).features
-    kept = fitted.kept(features, torch.zeros(CHUNK, dtype=torch.int64), uniform)
-    assert 0.1 < float(kept.double().mean()) < 0.3  # about PSI * ACCEPT = 0.2 of the candidates
-    assert torch.equal(z, candidates[kept][:30])
-    assert torch.equal(z, select_latents(generator, net, fitted, 4, torch.zeros(30, dtype=torch.int64)))
-    assert not torch.equal(z, select_latents(generator, net, fitted, 5, torch.zeros(30, dtype=torch.int64)))
+    real = fake_reals(net, generator)
+    wanted = torch.zeros(40, dtype=torch.int64)
+    z = select_latents(generator, net, real, psi, 4, wanted)
+    pool = draw_latents((math.ceil(40 / (ACCEPT * psi)),), 8, 4)
+    index = torch.cdist(z, pool).argmin(1)
+    assert torch.equal(pool[index], z)  # each one a candidate, the seed's own latents
+    assert index.tolist() == sorted(set(index.tolist()))  # distinct, in stream order
+    assert torch.equal(z, select_latents(generator, net, real, psi, 4, wanted))
+    assert not torch.equal(z, select_latents(generator, net, real, psi, 5, wanted))
+    if psi < 1:  # the cut: most picks pass it (each cluster has passing candidates to spare)
+        score = Realism.of(real.features).score(run_classifier(net, sample(generator, pool)).features)
+        assert float((score[index] >= score.quantile(1 - psi)).double().mean()) > 0.8
 
 
 def test_a_conditional_generator_gets_each_digit_asked_for_from_candidates_of_that_digit() -> None:
     generator, net = tiny(ConditionalGenerator), classifier()
-    fitted = small_fit(generator, net, 0.5)
-    assert fitted.cuts.shape == (10,) and fitted.keep_passing.shape == (10, 16)  # one fit per digit
-    wanted = torch.tensor([7, 3, 7, 7, 3])
-    z = select_latents(generator, net, fitted, seed=2, wanted=wanted)
-    rng = torch.Generator().manual_seed(2)
-    candidates, uniform = torch.randn(CHUNK, 8, generator=rng), torch.rand(CHUNK, generator=rng)
-    asked = torch.tensor([3, 7]).repeat(CHUNK // 2)  # the digits wanted, in turn
-    features = run_classifier(net, sample(generator, candidates, asked)).features
-    kept = fitted.kept(features, asked, uniform)
-    assert torch.equal(z[wanted == 7], candidates[kept & (asked == 7)][:3])
-    assert torch.equal(z[wanted == 3], candidates[kept & (asked == 3)][:2])
-
-
-def test_a_selection_that_keeps_nothing_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    generator, net = tiny(), classifier()
-    fitted = small_fit(generator, net, 0.5)
-    none = torch.zeros_like(fitted.keep_passing)
-    closed = Selection(fitted.psi, fitted.realism, fitted.centres, fitted.cuts, none, none)
-    monkeypatch.setattr(sel, "MAX_CANDIDATES_PER_SAMPLE", 1)  # give up after the margin of one chunk and a bit
-    monkeypatch.setattr(sel, "CHUNK", 500)
-    with pytest.raises(sel.UserError, match=r"the selection kept 0 of 1000 candidates, short of 3; raise --select"):
-        select_latents(generator, net, closed, 0, torch.zeros(3, dtype=torch.int64))
+    wanted = torch.tensor([7, 3, 7, 7, 3] * 4)
+    z = select_latents(generator, net, fake_reals(net, generator), 0.5, 2, wanted)
+    pool = draw_latents((100,), 8, 2)  # ceil(20 / 0.2) candidates, asking 7, 3, 7, 7, 3, ... in turn
+    index = torch.cdist(z, pool).argmin(1)
+    assert torch.equal(pool[index], z)
+    assert torch.equal(wanted[index % 20], wanted)  # each place got a candidate asked for its digit
+    for digit in (3, 7):
+        assert index[wanted == digit].tolist() == sorted(index[wanted == digit].tolist())
 
 
 @pytest.fixture(scope="module")

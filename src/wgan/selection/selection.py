@@ -1,33 +1,33 @@
 """Selection (``wgan sample --select PSI``): rejection sampling that trades variety for fidelity without moving a
 sample, and gives back most of the variety that a plain cut takes.
 
-Candidates are the latents of the seed's stream; each is drawn and seen by the classifier (the classifier
-stage's model; never the judge, which must stay unseen by everything that picks). Two things decide whether it is
-kept:
+For ``n`` images, ``n / (ACCEPT * PSI)`` candidates are drawn (the first latents of the seed) and seen by the
+classifier (the classifier stage's model; never the judge, which must stay unseen by everything that picks). Then:
 
-1. **realism**: whether its realism score (Kynkaenniemi et al. 2019: ``max_j r_j / |f - real_j|`` over the dense
-   half of ``REALISM_REALS`` training images, ``r_j`` their k-NN radii) is in the generator's top PSI share, the
-   (1 - PSI)-quantile of a fit set of the generator's own samples;
-2. **rebalancing**: its cluster, one of ``N_CLUSTERS`` k-means clusters of the training images' features. It is
-   kept if a uniform draw falls below its cluster's acceptance for candidates that pass (1), or for those that
-   fail it: each cluster keeps the training images' share of the kept samples, from the passing candidates
-   first and from failing ones only where those fall short; ``ACCEPT * PSI`` of all candidates are kept. The
-   generator's over-drawn modes are thinned, its under-drawn ones kept whole, and a mode it draws poorly keeps
-   its share instead of vanishing at the cut (a realism cut alone costs that variety: FID 45-76% worse at PSI 0.7
-   in a version without the fill, seed 0).
+1. **the realism cut**: the candidates whose realism score (Kynkaenniemi et al. 2019: ``max_j r_j / |f - real_j|``
+   over the dense half of ``REALISM_REALS`` training images, ``r_j`` their k-NN radii) is in the pool's top PSI
+   share pass;
+2. **rebalancing**: the ``n`` places are shared out among k-means clusters of the training images' features by
+   the training images' shares of them (``quotas``), and each cluster fills its places with its passing
+   candidates in a seeded random order, then, where those fall short, with its failing ones; places a cluster
+   cannot fill at all go to the other passing candidates. The generator's over-drawn modes are thinned, its
+   under-drawn ones kept whole, and a mode it draws poorly keeps its share instead of vanishing at the cut.
 
-PSI 1 is rebalancing alone. Against the density truncation (``--truncation``, which moves samples), the measured
-trade-off is several times better in both feature spaces (docs/benchmarks.md, "Truncation"). The price: it needs
-the classifier stage's outputs at sampling time, it costs ``1 / (PSI * ACCEPT)`` candidates per sample plus a fit
-of ``FIT_SIZE`` samples, and a latent walk cannot use it (a rejected frame breaks the walk).
+PSI 1 is rebalancing alone; PSI 0.5 the setting tuned on seeds 0-2 of today's recipe, in both feature spaces
+(docs/benchmarks.md, "Truncation"), which trades several times better than the density truncation
+(``--truncation``, which moves samples). The price: it needs the classifier stage's outputs at sampling time, it
+costs ``1 / (ACCEPT * PSI)`` candidates per image, and a latent walk cannot use it (a rejected frame breaks the
+walk). The clusters scale with ``n`` (``PLACES_PER_CLUSTER``), so a small grid is rebalanced coarsely rather than
+not at all.
 
-A conditional generator is fitted per digit: each digit's candidates meet its own training images' cluster shares
-and its own realism quantile, so every digit asked for is kept at the same rate. Everything is seeded and
-deterministic on the CPU for a given generator, classifier, seed and PSI.
+A conditional generator is selected per digit: each digit asked for gets its own candidates, cut at its own
+quantile and shared out by its own training images' clusters. Deterministic on the CPU for a given generator,
+classifier, seed, PSI and ``n``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -41,28 +41,17 @@ from wgan.errors import UserError
 from wgan.evaluation import metrics
 from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Generator
-from wgan.models.sampling import (
-    BATCH_SIZE,
-    FIT_SEED,
-    KMEANS_ITERATIONS,
-    balanced_digits,
-    draw_latents,
-    kmeans,
-    nearest,
-    sample,
-)
+from wgan.models.sampling import BATCH_SIZE, KMEANS_ITERATIONS, kmeans, nearest, sample
 
 REALISM_REALS = 20_000  # training images the realism score and the clusters measure against (a seeded subset)
 REALISM_SEED = 7  # the subset's own stream
 REALISM_K = 3  # the k of the reals' k-NN radii (the paper's, and evaluate.pr_k's default)
-N_CLUSTERS = 1024  # chosen on seed 0 among 64-1024 (docs/benchmarks.md); about 20 training images per cluster
-ACCEPT = 0.4  # kept per candidate that passes: 2.5 survivors a place, the rebalancing's room to choose
-FIT_SIZE = 20_000  # the fit samples: latents from models.sampling.FIT_SEED, the density truncation's stream
-CHUNK = 5_000  # candidates drawn and scored at a time; fixed, so the stream does not depend on --n
+N_CLUSTERS = 1024  # at most; chosen on seed 0 among 64-1024 for 10,000 images (docs/benchmarks.md)
+PLACES_PER_CLUSTER = 8  # fewer clusters for fewer images: 10,000 images get all 1024, a grid of 64 gets 8
+ACCEPT = 0.4  # kept per candidate that passes the cut: 2.5 survivors a place, the rebalancing's room to choose
 HINT = (
     "--select needs the classifier stage's outputs: run `dvc repro classifier` or pass --classifier and --real-features"
 )
-MAX_CANDIDATES_PER_SAMPLE = 50  # times the expected 1 / (PSI * ACCEPT) before giving up with an error
 
 
 def check_select(psi: float) -> None:
@@ -100,153 +89,85 @@ class Realism:
         return score
 
 
-def acceptance(
-    real_counts: torch.Tensor, counts: torch.Tensor, passing_counts: torch.Tensor, rate: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each cluster's acceptance [K] of a candidate that passes the realism cut, and of one that fails it.
-
-    ``counts`` fit samples lie in each cluster, ``passing_counts`` of them pass. A cluster's candidates are kept
-    at the rate that gives it the training images' share (``real_counts``) of the kept ones, passing candidates
-    first; failing ones fill what the passing ones leave short (a mode the generator draws poorly would otherwise
-    vanish); the overall rate is ``rate``, and what clusters short of even their failing candidates miss goes to
-    the others in proportion. A cluster no fit sample reached keeps everything that reaches it; one with no
-    training image keeps nothing. In expectation this is the batch dial of ``benchmarks/selection_dials.py``
-    (``rebalanced:RATE:CUT``): quotas by the training images' shares, filled from the survivors of the cut."""
-    n = float(counts.sum())
-    real_share = real_counts.double() / real_counts.sum()
-    passing = torch.where(counts > 0, passing_counts.double() / counts.clamp_min(1), 1.0)
-
-    def at(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        per_candidate = torch.where(counts > 0, scale * real_share * n / counts.clamp_min(1), torch.inf)
-        keep_passing = torch.where(passing > 0, per_candidate / passing, torch.inf).clamp(max=1.0)
-        keep_failing = torch.where(passing < 1, (per_candidate - passing) / (1 - passing), 0.0).clamp(0.0, 1.0)
-        keep_failing[counts == 0] = 1.0
-        return torch.nan_to_num(keep_passing, nan=0.0), keep_failing
-
-    def kept(scale: float) -> float:
-        keep_passing, keep_failing = at(scale)
-        return float((passing_counts * keep_passing + (counts - passing_counts) * keep_failing).sum()) / n
-
-    high = rate
-    while kept(high) < rate and high < 1e6 * rate:  # widen until the rate is reached (or cannot be)
-        high *= 2
-    low = rate  # kept(rate) <= rate: the shares alone, before what short clusters miss is handed on
-    for _ in range(60):  # bisection; kept() increases with the scale
-        mid = (low + high) / 2
-        low, high = (mid, high) if kept(mid) < rate else (low, mid)
-    return at(high)
+def quotas(counts: torch.Tensor, n: int, offset: float) -> torch.Tensor:
+    """``n`` places shared out in proportion to ``counts`` (integers) by systematic sampling: each quota is the
+    exact share rounded down or up, the sum is ``n``, and with ``offset`` uniform in [0, 1) each quota's
+    expectation is the exact share. (Largest remainders would always round the same clusters up: for 64 places
+    among 1024 clusters, the 64 largest, every time.)"""
+    total = int(counts.sum())
+    edges = (torch.cumsum(counts.long(), 0) * n + int(offset * total)) // total
+    return torch.diff(edges, prepend=torch.zeros(1, dtype=torch.long))
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The selection fitted to one generator and classifier at one PSI: the realism reals, the clusters, and per
-    group (each digit of a conditional generator; one group otherwise) the realism cut and the acceptances."""
+def fill(rank: torch.Tensor, groups: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """A mask of the candidates that fill each group's ``quota`` in order of ``rank``, highest first (all of a
+    group's when it has fewer)."""
+    chosen = torch.zeros(len(rank), dtype=torch.bool)
+    for g in quota.nonzero().squeeze(1).tolist():
+        members = (groups == g).nonzero().squeeze(1)
+        chosen[members[rank[members].topk(min(int(quota[g]), len(members))).indices]] = True
+    return chosen
 
-    psi: float
-    realism: Realism
-    centres: torch.Tensor  # [N_CLUSTERS, D], of the training images' features
-    cuts: torch.Tensor  # [G]: a candidate of group g passes (1) when its realism is at least cuts[g]
-    keep_passing: torch.Tensor  # [G, N_CLUSTERS]: the probability that a passing candidate is kept, per cluster
-    keep_failing: torch.Tensor  # [G, N_CLUSTERS]: the same for a failing one
 
-    @classmethod
-    def fit(
-        cls,
-        generator: Generator | ConditionalGenerator,
-        classifier: FeatureNet,
-        real_train: Outputs,  # the classifier's outputs on the training split (models/real_features.pt)
-        psi: float,
-        fit_size: int = FIT_SIZE,
-        n_clusters: int = N_CLUSTERS,
-        n_reals: int = REALISM_REALS,
-    ) -> Selection:
-        """Deterministic on the CPU: seeded reals, fit latents, starting centres and iteration count."""
-        check_select(psi)
-        real = seeded_subset(real_train, n_reals)
-        centres = kmeans(real.features.float(), min(n_clusters, len(real.features)), KMEANS_ITERATIONS)
-        realism = Realism.of(real.features)
-        real_cluster = nearest(real.features.float(), centres)
-
-        conditional = isinstance(generator, ConditionalGenerator)
-        labels = balanced_digits(fit_size, generator.n_classes) if conditional else None
-        z = draw_latents((fit_size,), generator.latent_dim, FIT_SEED)
-        features = run_classifier(classifier, sample(generator, z, labels), BATCH_SIZE).features
-        score, cluster = realism.score(features), nearest(features, centres)
-        groups = labels if labels is not None else torch.zeros(fit_size, dtype=torch.int64)
-
-        cuts, keep_passing, keep_failing = [], [], []
-        for g in range(int(groups.max()) + 1):
-            mine = groups == g
-            cut = float(score[mine].quantile(1 - psi)) if psi < 1 else -torch.inf
-            reals_of_g = real_cluster[real.labels == g] if conditional else real_cluster
-            k = len(centres)
-            keep = acceptance(
-                torch.bincount(reals_of_g, minlength=k),
-                torch.bincount(cluster[mine], minlength=k),
-                torch.bincount(cluster[mine & (score >= cut)], minlength=k),
-                ACCEPT * psi,
-            )
-            cuts.append(cut)
-            keep_passing.append(keep[0])
-            keep_failing.append(keep[1])
-        return cls(
-            psi,
-            realism,
-            centres,
-            torch.tensor(cuts, dtype=torch.float32),
-            torch.stack(keep_passing).float(),
-            torch.stack(keep_failing).float(),
-        )
-
-    def kept(self, features: torch.Tensor, groups: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-        """Which candidates are kept (a bool mask), from their classifier features, groups and uniform draws."""
-        cluster = nearest(features.float(), self.centres)
-        passes = self.realism.score(features) >= self.cuts[groups]
-        keep = torch.where(passes, self.keep_passing[groups, cluster], self.keep_failing[groups, cluster])
-        return uniform < keep
+def rebalanced(
+    score: torch.Tensor,
+    cluster: torch.Tensor,
+    real_counts: torch.Tensor,
+    n: int,
+    psi: float,
+    order: torch.Tensor,
+    offset: float,
+) -> torch.Tensor:
+    """Indices (ascending) of ``n`` of the candidates (their realism ``score`` and ``cluster``): the top ``psi``
+    share by score passes the cut; each cluster gets its ``quotas`` of ``n`` by ``real_counts``, filled in the
+    random ``order`` (uniform draws, one per candidate) from its passing candidates, then its failing ones; what
+    no cluster can fill goes to the rest, passing ones first."""
+    passes = score >= score.quantile(1 - psi) if psi < 1 else torch.ones(len(score), dtype=torch.bool)
+    rank = torch.where(passes, order + 1, order - 1)  # passing before failing, random within each
+    chosen = fill(rank, cluster, quotas(real_counts, n, offset))
+    rest = (~chosen).nonzero().squeeze(1)
+    chosen[rest[rank[rest].topk(n - int(chosen.sum())).indices]] = True
+    return chosen.nonzero().squeeze(1)
 
 
 def select_latents(
     generator: Generator | ConditionalGenerator,
     classifier: FeatureNet,
-    selection: Selection,
+    real_train: Outputs,  # the classifier's outputs on the training split (models/real_features.pt)
+    psi: float,
     seed: int,
     wanted: torch.Tensor,
 ) -> torch.Tensor:
-    """The latents [len(wanted), latent_dim] of the first candidates of ``seed``'s stream that ``selection`` keeps.
+    """The latents [len(wanted), latent_dim] that the selection at ``psi`` picks from ``seed``'s candidates.
 
-    ``wanted``: each output's digit for a conditional generator (it asks for them), zeros for an unconditional one;
-    output ``i`` is the next kept candidate of its digit. Candidates come ``CHUNK`` at a time from one generator
-    seeded with ``seed`` (latents, then a uniform draw each), asking for the wanted digits in turn: the same seed,
-    PSI and models give the same latents, whatever else was asked."""
+    ``wanted``: each output's digit for a conditional generator, zeros for an unconditional one. The candidates
+    are the first ``ceil(len(wanted) / (ACCEPT * psi))`` latents of ``seed`` (those of ``draw_latents``), asking
+    for the wanted digits in turn; the same generator's stream then gives each candidate its place in the random
+    order and each digit its quota offset. Each digit's picks keep their stream order."""
+    check_select(psi)
     conditional = isinstance(generator, ConditionalGenerator)
-    values, need = wanted.unique(return_counts=True)
-    kept_z: list[list[torch.Tensor]] = [[] for _ in values]
-    have = torch.zeros_like(need)
+    real = seeded_subset(real_train)
+    k = max(1, min(N_CLUSTERS, len(wanted) // PLACES_PER_CLUSTER, len(real.features)))
+    centres = kmeans(real.features.float(), k, KMEANS_ITERATIONS)
+    real_cluster = nearest(real.features.float(), centres)
+
+    pool = math.ceil(len(wanted) / (ACCEPT * psi))
     rng = torch.Generator().manual_seed(seed)
-    limit = MAX_CANDIDATES_PER_SAMPLE * len(wanted) / (selection.psi * ACCEPT) + CHUNK
-    drawn = 0
-    while bool((have < need).any()):
-        if drawn >= limit:
-            raise UserError(
-                f"the selection kept {int(torch.minimum(have, need).sum())} of {drawn} candidates, short of "
-                f"{len(wanted)}; raise --select towards 1, or ask for fewer (--n)"
-            )
-        z = torch.randn(CHUNK, generator.latent_dim, generator=rng)
-        uniform = torch.rand(CHUNK, generator=rng)
-        groups = values[torch.arange(drawn, drawn + CHUNK) % len(values)]
-        images = sample(generator, z, groups if conditional else None)
-        kept = selection.kept(run_classifier(classifier, images, BATCH_SIZE).features, groups, uniform)
-        for i, v in enumerate(values):
-            mine = z[kept & (groups == v)]
-            kept_z[i].append(mine)
-            have[i] += len(mine)
-        drawn += CHUNK
+    z = torch.randn(pool, generator.latent_dim, generator=rng)
+    order, offsets = torch.rand(pool, generator=rng), torch.rand(len(wanted.unique()), generator=rng)
+    asked = wanted[torch.arange(pool) % len(wanted)]
+    images = sample(generator, z, asked if conditional else None)
+    features = run_classifier(classifier, images, BATCH_SIZE).features
+    score, cluster = Realism.of(real.features).score(features), nearest(features, centres)
 
     out = torch.empty(len(wanted), generator.latent_dim)
-    for i, v in enumerate(values):
-        mine = wanted == v
-        out[mine] = torch.cat(kept_z[i])[: int(mine.sum())]  # in stream order
+    for digit, offset in zip(wanted.unique().tolist(), offsets.tolist(), strict=True):
+        places, mine = wanted == digit, (asked == digit).nonzero().squeeze(1)
+        reals = real_cluster[real.labels == digit] if conditional else real_cluster
+        picked = rebalanced(
+            score[mine], cluster[mine], torch.bincount(reals, minlength=k), int(places.sum()), psi, order[mine], offset
+        )
+        out[places] = z[mine[picked]]
     return out
 
 
@@ -258,8 +179,8 @@ def selected_latents(
     classifier_path: str | os.PathLike[str] = paths.CLASSIFIER,
     features_path: str | os.PathLike[str] = paths.REAL_FEATURES,
 ) -> torch.Tensor:
-    """``select_latents`` with the classifier stage's files (``wgan sample --select PSI``): loaded, checked to
-    belong together, fitted at ``psi``."""
+    """``select_latents`` with the classifier stage's files (``wgan sample --select PSI``), loaded and checked to
+    belong together."""
     if tuple(generator.img_shape) != IMAGE_SHAPE:
         raise UserError(
             f"--select scores samples with the classifier, which needs {list(IMAGE_SHAPE)} images; this generator "
@@ -272,4 +193,4 @@ def selected_latents(
             f"{features_path} holds {real.train.features.shape[1]}-dim features but {classifier_path} makes "
             f"{classifier.feature_dim}-dim ones: they come from different classifier runs; {HINT}"
         )
-    return select_latents(generator, classifier, Selection.fit(generator, classifier, real.train, psi), seed, wanted)
+    return select_latents(generator, classifier, real.train, psi, seed, wanted)
