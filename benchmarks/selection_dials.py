@@ -15,12 +15,10 @@ images, in the classifier's space and the judge's:
   20,000 training images (never the test split, which the evaluate stage scores against); ``judge-realism``: the
   same in the judge's own space, which no product may use (the judge must stay unseen): it shows whether
   picking on the judge's own manifold buys the judge's FID;
-* ``rebalanced:PSI`` (or ``rebalanced:PSI:CUT``): of the first ``n / PSI`` latents, drop the ``CUT`` share
-  (default ``REBALANCE_CUT``) with the lowest realism (classifier space), then draw the ``n`` from the rest so
-  that each of ``REBALANCE_CLUSTERS`` k-means clusters of the 20,000 training images' classifier features gets the
-  real images' share of them (largest remainders; a cluster short of survivors fills its places with its dropped
-  candidates, then the others' best): the fidelity cut, and a correction of the generator's over- and under-drawn
-  modes towards the training data's;
+* ``select:PSI``: the shipped selection, ``wgan sample --select PSI`` (``wgan.selection.selection``): of
+  ``n / (0.4 PSI)`` candidates, a realism cut and quotas by 1,024 clusters of the training images' features. Its
+  batch prototype, ``rebalanced:PSI:CUT`` (the script of a77c664), measured the same rule with the pool and the
+  cut apart;
 * ``refine:STEPS``: every latent moved ``STEPS`` gradient steps (0.01 each) up the critic's score of its image
   (discriminator-driven refinement, in the manner of DOT and DDLS).
 
@@ -45,24 +43,19 @@ from wgan.evaluation.evaluate import evaluate_images
 from wgan.judge.judge import Judge
 from wgan.models.networks import Critic, Generator
 from wgan.models.sampling import (
-    KMEANS_ITERATIONS,
     DensityTruncation,
     draw_latents,
-    kmeans,
     nearest,
     sample,
     truncation_layer,
 )
-from wgan.selection.selection import Realism, seeded_subset, select_latents
+from wgan.selection.selection import Realism, fill, seeded_subset, select_latents
 
 REFINE_STEP = 0.01  # the latent step per refinement step (0.05 and more: FID several times worse, seed 0)
-REBALANCE_CUT = 0.4  # chosen on seed 0 among cuts 0.2-0.5, 64-1024 clusters, PSI 0.8-0.33 (docs/benchmarks.md)
-REBALANCE_CLUSTERS = 1024
-REBALANCE_SEED = 3  # the random order in which a cluster's surviving candidates fill its places
 ROWS = ["none", "clamp:0.4", "density:0.5", "critic:0.5", "realism:0.8", "realism:0.6", "judge-realism:0.8"]
 
 
-def quotas(shares: torch.Tensor, n: int) -> torch.Tensor:
+def largest_remainders(shares: torch.Tensor, n: int) -> torch.Tensor:
     """``n`` places split by ``shares`` (summing to 1): floors, then one more for the largest remainders."""
     exact = shares * n
     quota = exact.floor().long()
@@ -70,38 +63,11 @@ def quotas(shares: torch.Tensor, n: int) -> torch.Tensor:
     return quota
 
 
-def fill(rank: torch.Tensor, groups: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
-    """A mask of the candidates that fill each group's ``quota`` in order of ``rank``, highest first (all of a
-    group's when it has fewer)."""
-    chosen = torch.zeros(len(rank), dtype=torch.bool)
-    for g in range(len(quota)):
-        members = (groups == g).nonzero().squeeze(1)
-        chosen[members[rank[members].topk(min(int(quota[g]), len(members))).indices]] = True
-    return chosen
-
-
 def keep_best_per_group(score: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
     """Indices (ascending) of ``n`` candidates: the highest ``score`` of each group, each group getting its share
     of ``n`` by its share of the candidates (largest remainders round)."""
     counts = torch.bincount(groups).double()
-    return fill(score, groups, quotas(counts / len(groups), n)).nonzero().squeeze(1)
-
-
-def rebalanced(
-    realism_score: torch.Tensor, features: torch.Tensor, real_features: torch.Tensor, n: int, cut: float = REBALANCE_CUT
-) -> torch.Tensor:
-    """Indices (ascending) of ``n`` of the candidates (``realism_score`` and classifier ``features`` of each): the
-    ``cut`` share with the lowest score is dropped, and the clusters of ``real_features`` get the reals'
-    shares of the rest, in a seeded random order; a dropped candidate fills a place only where its cluster has no
-    survivor left, or where no cluster can fill it (then the best-ranked of all the rest)."""
-    centres = kmeans(real_features, REBALANCE_CLUSTERS, KMEANS_ITERATIONS)
-    share = torch.bincount(nearest(real_features, centres), minlength=REBALANCE_CLUSTERS).double() / len(real_features)
-    order = torch.rand(len(realism_score), generator=torch.Generator().manual_seed(REBALANCE_SEED))
-    rank = torch.where(realism_score >= realism_score.quantile(cut), order + 1, order - 1)
-    chosen = fill(rank, nearest(features, centres), quotas(share, n))
-    rest = (~chosen).nonzero().squeeze(1)
-    chosen[rest[rank[rest].topk(n - int(chosen.sum())).indices]] = True
-    return chosen.nonzero().squeeze(1)
+    return fill(score, groups, largest_remainders(counts / len(groups), n)).nonzero().squeeze(1)
 
 
 def refine(generator: Generator, critic: Critic, z: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
@@ -119,7 +85,7 @@ def refine(generator: Generator, critic: Critic, z: torch.Tensor, steps: int, ba
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "rows", nargs="*", default=ROWS, help="none | clamp:PSI | <score>:PSI | rebalanced:PSI | refine:STEPS"
+        "rows", nargs="*", default=ROWS, help="none | clamp:PSI | <score>:PSI | select:PSI | refine:STEPS"
     )
     args = parser.parse_args()
     cfg = load_section("evaluate")
@@ -146,7 +112,7 @@ def main() -> None:
     with torch.no_grad():
         critic_score = torch.cat([critic(b) for b in images.split(cfg.batch_size)]).squeeze(1)
     features = run_classifier(classifier, images, cfg.batch_size).features
-    reals = seeded_subset(real.train).features  # the training images both realism and rebalancing measure against
+    reals = seeded_subset(real.train).features  # the training images the realism scores measure against
     scores = {
         "density": -(h - density.centres[cluster]).norm(dim=1),
         "critic": critic_score,
@@ -171,10 +137,6 @@ def main() -> None:
         elif kind == "select":  # the shipped dial, wgan sample --select PSI
             chosen = select_latents(generator, classifier, real.train, float(value), cfg.seed, torch.zeros(n).long())
             picked = sample(generator, chosen, batch_size=cfg.batch_size)
-        elif kind == "rebalanced":  # rebalanced:PSI or rebalanced:PSI:CUT
-            psi, _, cut = value.partition(":")
-            m = round(n / float(psi))
-            picked = images[rebalanced(scores["realism"][:m], features[:m], reals, n, float(cut or REBALANCE_CUT))]
         else:
             m = round(n / float(value))
             picked = images[keep_best_per_group(scores[kind][:m], cluster[:m], n)]

@@ -1,5 +1,5 @@
-"""benchmarks/selection_dials.py's logic: the per-group pick and the batch rebalancing (docs/benchmarks.md, "Picking
-or moving samples instead of clamping", rests on them); the realism score is the library's (tests/test_selection.py)."""
+"""benchmarks/selection_dials.py's own logic, the per-group pick (docs/benchmarks.md, "Picking or moving samples
+instead of clamping", rests on it); the realism score and the selection are the library's (tests/test_selection.py)."""
 
 from __future__ import annotations
 
@@ -29,18 +29,3 @@ def test_largest_remainders_fill_the_quota() -> None:
     groups = torch.tensor([0, 0, 1, 1, 2, 2, 2])  # shares 2/7, 2/7, 3/7 of 3: 0.86, 0.86, 1.29 -> 1, 1, 1
     kept = DIALS["keep_best_per_group"](torch.arange(7.0), groups, 3)
     assert kept.tolist() == [1, 3, 6]
-
-
-def test_rebalancing_gives_the_real_shares_and_drops_the_least_real() -> None:
-    gen = torch.Generator().manual_seed(0)
-    blob = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
-    # about 10 reals, 4 places and 12 surviving candidates a cluster of the 3/4 blob
-    real = blob[(torch.arange(10000) % 4 == 0).long()] + 0.3 * torch.randn(10000, 2, generator=gen)  # 3 : 1
-    fake = blob[(torch.arange(32000) % 2).long()] + 0.3 * torch.randn(32000, 2, generator=gen)  # 1 : 1
-    score = torch.randn(32000, generator=gen)
-    kept = DIALS["rebalanced"](score, fake, real, 4000)
-    assert len(kept) == len(set(kept.tolist())) == 4000
-    assert abs(float((fake[kept, 0] < 5).double().mean()) - 0.75) < 0.03  # the reals' share, not the fakes' half
-    cut = float(score.quantile(DIALS["REBALANCE_CUT"]))
-    # dropped candidates fill only the places of clusters short of survivors (at the blobs' edges): a few, not 40%
-    assert float((score[kept] < cut).double().mean()) < 0.02

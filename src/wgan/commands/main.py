@@ -124,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--select",
         type=_share,
         metavar="PSI",
-        help="rejection sampling, PSI in (0, 1]: keep candidates whose realism (in the classifier's feature space) "
-        "is in the generator's top PSI share, at rates that give the training images' shares of 1024 feature "
-        "clusters; truer digits with most of the variety kept (the measured best dial), 1: rebalancing alone; "
-        "draws 1/(0.4 PSI) candidates per image after a fit of seconds; not with --truncation (default: none)",
+        help="rejection sampling, PSI in (0, 1]: of n/(0.4 PSI) candidates, those whose realism (in the classifier's "
+        "feature space) is in the top PSI share pass, and the n places go to clusters of the training images' "
+        "features by their shares, passing candidates first: truer digits with the variety kept (the measured best "
+        "dial; 0.5 is the tuned setting, 1 rebalancing alone); not with --truncation (default: none)",
     )
     sample.add_argument(
         "--classifier", default=str(paths.CLASSIFIER), help="--select's classifier (default: %(default)s)"
@@ -203,8 +203,8 @@ def _load(model: str) -> tuple[Generator | ConditionalGenerator, tuple[float, fl
 
 def cmd_sample(args: argparse.Namespace) -> None:
     """Draw --n digits from the latents of --seed (eval mode, CPU: the same seed gives the same pixels) and write
-    them as one grid (--out x.png, --nrow per row) or, with --out some/dir/, one PNG per image. --select PSI keeps
-    the first latents of the seed's stream that pass the selection (``wgan.selection.selection``)."""
+    them as one grid (--out x.png, --nrow per row) or, with --out some/dir/, one PNG per image. --select PSI picks
+    them among more of the seed's latents (``wgan.selection.selection``)."""
     from wgan.images.generate import Layout, digits_for, generate, sample_pixels, write_each, write_grid
 
     folder = args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()
