@@ -49,7 +49,7 @@ from wgan.models.sampling import (
     sample,
     truncation_layer,
 )
-from wgan.selection.selection import Realism, fill, seeded_subset, select_latents
+from wgan.selection.selection import ACCEPT, Realism, fill, seeded_subset, select_latents
 
 REFINE_STEP = 0.01  # the latent step per refinement step (0.05 and more: FID several times worse, seed 0)
 ROWS = ["none", "clamp:0.4", "density:0.5", "critic:0.5", "realism:0.8", "realism:0.6", "judge-realism:0.8"]
@@ -134,8 +134,12 @@ def main() -> None:
             picked = sample(generator, z[:n], batch_size=cfg.batch_size, truncation=float(value), density=density)
         elif kind == "refine":
             picked = refine(generator, critic, z[:n], int(value), cfg.batch_size)
-        elif kind == "select":  # the shipped dial, wgan sample --select PSI
-            chosen = select_latents(generator, classifier, real.train, float(value), cfg.seed, torch.zeros(n).long())
+        elif kind == "select":  # the shipped dial, wgan sample --select PSI (select:PSI:ACCEPT: another pool)
+            psi, _, accept = value.partition(":")
+            wanted = torch.zeros(n, dtype=torch.int64)
+            chosen = select_latents(
+                generator, classifier, real.train, float(psi), cfg.seed, wanted, float(accept or ACCEPT)
+            )
             picked = sample(generator, chosen, batch_size=cfg.batch_size)
         else:
             m = round(n / float(value))

@@ -137,11 +137,12 @@ def select_latents(
     psi: float,
     seed: int,
     wanted: torch.Tensor,
+    accept: float = ACCEPT,
 ) -> torch.Tensor:
     """The latents [len(wanted), latent_dim] that the selection at ``psi`` picks from ``seed``'s candidates.
 
     ``wanted``: each output's digit for a conditional generator, zeros for an unconditional one. The candidates
-    are the first ``ceil(len(wanted) / (ACCEPT * psi))`` latents of ``seed`` (those of ``draw_latents``), asking
+    are the first ``ceil(len(wanted) / (accept * psi))`` latents of ``seed`` (those of ``draw_latents``), asking
     for the wanted digits in turn; the same generator's stream then gives each candidate its place in the random
     order and each digit its quota offset. Each digit's picks keep their stream order."""
     check_select(psi)
@@ -151,7 +152,7 @@ def select_latents(
     centres = kmeans(real.features.float(), k, KMEANS_ITERATIONS)
     real_cluster = nearest(real.features.float(), centres)
 
-    pool = math.ceil(len(wanted) / (ACCEPT * psi))
+    pool = math.ceil(len(wanted) / (accept * psi))
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(pool, generator.latent_dim, generator=rng)
     order, offsets = torch.rand(pool, generator=rng), torch.rand(len(wanted.unique()), generator=rng)
