@@ -16,7 +16,7 @@ images, in the classifier's space and the judge's:
   same in the judge's own space, which no product may use (the judge must stay unseen): it shows whether
   picking on the judge's own manifold buys the judge's FID;
 * ``select:PSI``: the shipped selection, ``wgan sample --select PSI`` (``wgan.selection.selection``): of
-  ``n / (0.4 PSI)`` candidates, a realism cut and quotas by 1,024 clusters of the training images' features. Its
+  ``n / (ACCEPT PSI)`` candidates, a realism cut and quotas by 1,024 clusters of the training images' features. Its
   batch prototype, ``rebalanced:PSI:CUT`` (the script of a77c664), measured the same rule with the pool and the
   cut apart;
 * ``refine:STEPS``: every latent moved ``STEPS`` gradient steps (0.01 each) up the critic's score of its image

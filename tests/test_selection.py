@@ -117,7 +117,7 @@ def test_a_conditional_generator_gets_each_digit_asked_for_from_candidates_of_th
     generator, net = tiny(ConditionalGenerator), classifier()
     wanted = torch.tensor([7, 3, 7, 7, 3] * 4)
     z = select_latents(generator, net, fake_reals(net, generator), 0.5, 2, wanted)
-    pool = draw_latents((100,), 8, 2)  # ceil(20 / 0.2) candidates, asking 7, 3, 7, 7, 3, ... in turn
+    pool = draw_latents((math.ceil(20 / (ACCEPT * 0.5)),), 8, 2)  # the candidates, asking 7, 3, 7, 7, 3, ... in turn
     index = torch.cdist(z, pool).argmin(1)
     assert torch.equal(pool[index], z)
     assert torch.equal(wanted[index % 20], wanted)  # each place got a candidate asked for its digit

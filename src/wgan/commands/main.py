@@ -2,7 +2,7 @@
 
     wgan sample --n 64 --seed 0 --out digits.png      a grid (or --out some/dir/: one PNG per image)
     wgan sample --digit 7 --out sevens.png            a conditional generator draws the digit asked for
-    wgan sample --select 0.5 --out s.png              truer digits, variety kept (PSI in (0, 1]; needs the classifier)
+    wgan sample --select 0.6 --out s.png              truer digits, variety kept (PSI in (0, 1]; needs the classifier)
     wgan sample --truncation 0.3 --out t.png          truer digits, less variety (PSI in (0, 1], 1: none)
     wgan sample --model models/export --out d.png     from an exported folder (the export stage, the Hub)
     wgan interpolate --n 8 --steps 32 --out walk.gif  latent walks that loop, as a GIF
@@ -124,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--select",
         type=_share,
         metavar="PSI",
-        help="rejection sampling, PSI in (0, 1]: of n/(0.4 PSI) candidates, those whose realism (in the classifier's "
+        help="rejection sampling, PSI in (0, 1]: of n/(0.25 PSI) candidates, those whose realism (in the classifier's "
         "feature space) is in the top PSI share pass, and the n places go to clusters of the training images' "
         "features by their shares, passing candidates first: truer digits with the variety kept (the measured best "
-        "dial; 0.5 is the tuned setting, 1 rebalancing alone); not with --truncation (default: none)",
+        "dial; 0.6 is the tuned setting, 1 rebalancing alone); not with --truncation (default: none)",
     )
     sample.add_argument(
         "--classifier", default=str(paths.CLASSIFIER), help="--select's classifier (default: %(default)s)"
