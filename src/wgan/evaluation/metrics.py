@@ -120,7 +120,9 @@ def knn_radii(feats: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"k = {k} must be in [1, {len(x) - 1}] (fewer than the set's {len(x)} points)")
     radii = torch.empty(len(x))
     for rows, dist in distance_chunks(x, x):
-        radii[rows] = dist.kthvalue(k + 1, dim=1).values  # the smallest, 0, is the point itself
+        # the (k+1)-th smallest (the smallest, 0, is the point itself); topk rather than kthvalue: the same
+        # values, 6.7x faster on the CPU for 1024 x 20,000 distances (2026-12-07, the Xeon of docs/benchmarks.md)
+        radii[rows] = dist.topk(k + 1, dim=1, largest=False).values[:, -1]
     return radii
 
 
