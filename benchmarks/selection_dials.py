@@ -32,18 +32,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 
 from wgan import paths
-from wgan.classifier.classifier import Classifier, load_real_features, run_classifier
-from wgan.config import load_section
+from wgan.classifier.classifier import Classifier, RealFeatures, load_real_features, run_classifier
+from wgan.config import ScoringConfig, load_section
 from wgan.data.model_file import load_model
-from wgan.evaluation.evaluate import evaluate_images
+from wgan.evaluation.evaluate import draw_samples, evaluate_images
 from wgan.judge.judge import Judge
+from wgan.models.conditional import ConditionalGenerator
 from wgan.models.networks import Critic, Generator
 from wgan.models.sampling import (
     DensityTruncation,
+    balanced_digits,
     draw_latents,
     nearest,
     sample,
@@ -82,22 +85,26 @@ def refine(generator: Generator, critic: Critic, z: torch.Tensor, steps: int, ba
     return sample(generator, torch.cat(moved), batch_size=batch)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "rows", nargs="*", default=ROWS, help="none | clamp:PSI | <score>:PSI | select:PSI | refine:STEPS"
-    )
-    args = parser.parse_args()
-    cfg = load_section("evaluate")
-    n = cfg.n_samples
-    generator = load_model(paths.GENERATOR, Generator).eval()  # unconditional: the rejection keeps no asked digits
-    critic = load_model(paths.CRITIC, Critic).eval()
-    classifier, real = load_model(paths.CLASSIFIER, Classifier), load_real_features(paths.REAL_FEATURES)
-    judge = load_model(paths.JUDGE, Judge), load_real_features(paths.JUDGE_FEATURES)
-    psis = [float(r.split(":")[1]) for r in args.rows if r.split(":")[0] not in ("none", "clamp", "refine", "select")]
-    pool = round(n / min(psis, default=1.0))
+@dataclass
+class Pool:
+    """The candidates of the rows that pick or move them (evaluate's own latents first), scored once."""
 
-    # The candidates (evaluate's own latents first), their clusters and every score, once.
+    z: torch.Tensor
+    images: torch.Tensor
+    density: DensityTruncation
+    cluster: torch.Tensor  # each candidate's cluster of the density truncation
+    scores: dict[str, torch.Tensor]
+
+
+def score_pool(
+    generator: Generator,
+    critic: Critic,
+    classifier: Classifier,
+    real: RealFeatures,
+    judge: tuple[Judge, RealFeatures],
+    cfg: ScoringConfig,
+    pool: int,
+) -> Pool:
     start = time.perf_counter()
     z = draw_latents((pool,), generator.latent_dim, cfg.seed)
     density = DensityTruncation.fit(generator, batch_size=cfg.batch_size)
@@ -121,30 +128,59 @@ def main() -> None:
             run_classifier(judge[0], images, cfg.batch_size).features
         ),
     }
-    print(f"{pool} candidates scored in {time.perf_counter() - start:.0f} s; evaluate.n_samples {n}, seed {cfg.seed}")
+    print(f"{pool} candidates scored in {time.perf_counter() - start:.0f} s")
+    return Pool(z, images, density, cluster, scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "rows", nargs="*", default=ROWS, help="none | clamp:PSI | <score>:PSI | select:PSI | refine:STEPS"
+    )
+    args = parser.parse_args()
+    cfg = load_section("evaluate")
+    n = cfg.n_samples
+    generator = load_model(paths.GENERATOR, (Generator, ConditionalGenerator)).eval()
+    conditional = isinstance(generator, ConditionalGenerator)
+    pooled = [r for r in args.rows if r.partition(":")[0] not in ("none", "select")]
+    if conditional and pooled:  # they keep or move candidates without the digits they were asked for
+        parser.error(
+            f"{' '.join(pooled)}: these rows need an unconditional generator; a conditional one takes none, select"
+        )
+    classifier, real = load_model(paths.CLASSIFIER, Classifier), load_real_features(paths.REAL_FEATURES)
+    judge = load_model(paths.JUDGE, Judge), load_real_features(paths.JUDGE_FEATURES)
+    print(f"evaluate.n_samples {n}, seed {cfg.seed}, {'conditional' if conditional else 'unconditional'} generator")
+    if pooled:
+        critic = load_model(paths.CRITIC, Critic).eval()
+        psis = [float(r.split(":")[1]) for r in pooled if r.split(":")[0] not in ("clamp", "refine")]
+        candidates = score_pool(generator, critic, classifier, real, judge, cfg, round(n / min(psis, default=1.0)))
 
     print("| row | FID | judge FID | precision | judge precision | recall | judge recall | smallest digit share |")
     print("|---|---|---|---|---|---|---|---|")
     for row in args.rows:
         kind, _, value = row.partition(":")
         start = time.perf_counter()
-        if kind == "none":
-            picked = images[:n]
-        elif kind == "clamp":
-            picked = sample(generator, z[:n], batch_size=cfg.batch_size, truncation=float(value), density=density)
-        elif kind == "refine":
-            picked = refine(generator, critic, z[:n], int(value), cfg.batch_size)
+        asked = None
+        if kind == "none":  # the evaluate stage's own images (a conditional generator: 0-9 in turn)
+            picked, asked = draw_samples(generator, cfg)
         elif kind == "select":  # the shipped dial, wgan sample --select PSI (select:PSI:ACCEPT: another pool)
             psi, _, accept = value.partition(":")
-            wanted = torch.zeros(n, dtype=torch.int64)
+            wanted = balanced_digits(n) if conditional else torch.zeros(n, dtype=torch.int64)
             chosen = select_latents(
                 generator, classifier, real.train, float(psi), cfg.seed, wanted, float(accept or ACCEPT)
             )
-            picked = sample(generator, chosen, batch_size=cfg.batch_size)
+            asked = wanted if conditional else None
+            picked = sample(generator, chosen, asked, batch_size=cfg.batch_size)
+        elif kind == "clamp":
+            z, density = candidates.z[:n], candidates.density
+            picked = sample(generator, z, batch_size=cfg.batch_size, truncation=float(value), density=density)
+        elif kind == "refine":
+            picked = refine(generator, critic, candidates.z[:n], int(value), cfg.batch_size)
         else:
             m = round(n / float(value))
-            picked = images[keep_best_per_group(scores[kind][:m], cluster[:m], n)]
-        s = evaluate_images(picked, None, classifier, real, cfg, judge)[0]
+            kept = keep_best_per_group(candidates.scores[kind][:m], candidates.cluster[:m], n)
+            picked = candidates.images[kept]
+        s = evaluate_images(picked, asked, classifier, real, cfg, judge)[0]
         cells = [s[k] for k in ("fid", "judge_fid", "precision", "judge_precision", "recall", "judge_recall")]
         smallest = min(s["class_share"].values())
         line = " | ".join(f"{c:.4g}" for c in cells)
