@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_command import LATENT, NORM, model, run  # noqa: F401  (model: the fixture of a small saved generator)
+from test_command import (  # noqa: F401  (model, conditional_model: fixtures of small saved generators)
+    LATENT,
+    NORM,
+    conditional_model,
+    model,
+    run,
+)
 from test_render import read_png
 
 from wgan.classifier.classifier import Classifier, RealFeatures, run_classifier, save_real_features
@@ -136,7 +142,6 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "classifier.pt", folder / "real_features.pt"
 
 
-@pytest.mark.slow  # a fit of the default size: seconds
 def test_sample_select_draws_the_selected_latents(model: Path, scorer: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
     files = ("--classifier", str(scorer[0]), "--real-features", str(scorer[1]))
     run("sample", "--model", str(model), "--n", "6", "--select", "0.5", *files, "--out", str(tmp_path / "s.png"))
@@ -144,6 +149,34 @@ def test_sample_select_draws_the_selected_latents(model: Path, scorer: tuple[Pat
     z = selected_latents(generator, 0.5, 0, torch.zeros(6, dtype=torch.int64), *scorer)
     np.testing.assert_array_equal(read_png(tmp_path / "s.png"), make_grid(generate(generator, z, NORM), 8, 2, 2))
     assert not torch.equal(z, draw_latents((6,), LATENT, 0))  # the first latents did not all pass
+
+
+def test_sample_select_keeps_a_conditional_generators_digits(
+    conditional_model: Path,  # noqa: F811
+    scorer: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    files = ("--classifier", str(scorer[0]), "--real-features", str(scorer[1]))
+    generator = load_model(conditional_model, ConditionalGenerator)
+    for digit, labels in (("3", torch.full((6,), 3)), (None, torch.arange(6))):  # --digit 3; 0, 1, ... in turn
+        out = tmp_path / f"{digit}.png"
+        asked = ("--digit", digit) if digit else ()
+        run(
+            "sample",
+            "--model",
+            str(conditional_model),
+            "--n",
+            "6",
+            *asked,
+            "--select",
+            "0.5",
+            *files,
+            "--out",
+            str(out),
+        )
+        z = selected_latents(generator, 0.5, 0, labels, *scorer)
+        expected = make_grid(generate(generator, z, NORM, labels), 8, 2, 2)
+        np.testing.assert_array_equal(read_png(out), expected)
 
 
 @pytest.mark.parametrize(
