@@ -78,14 +78,15 @@ def _truncation(text: str) -> float:
     return value
 
 
-def _share(text: str) -> float:
+def _select(text: str) -> float:
     """``--select``: a number in (0, 1]."""
+    from wgan.selection.selection import check_select  # here, not at the top: it loads torch
+
     try:
         value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:  # `not` also refuses NaN
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] (1: rebalancing alone), got {text!r}")
+        check_select(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] (1: rebalancing alone), got {text!r}") from err
     return value
 
 
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generator_args(sample, 64, "digits.png")
     sample.add_argument(
         "--select",
-        type=_share,
+        type=_select,
         metavar="PSI",
         help="rejection sampling, PSI in (0, 1]: of n/(0.25 PSI) candidates, those whose realism (in the classifier's "
         "feature space) is in the top PSI share pass, and the n places go to clusters of the training images' "

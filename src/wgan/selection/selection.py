@@ -159,14 +159,15 @@ def select_latents(
     pool = math.ceil(len(wanted) / (accept * psi))
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(pool, generator.latent_dim, generator=rng)
-    order, offsets = torch.rand(pool, generator=rng), torch.rand(len(wanted.unique()), generator=rng)
+    digits = wanted.unique()
+    order, offsets = torch.rand(pool, generator=rng), torch.rand(len(digits), generator=rng)
     asked = wanted[torch.arange(pool) % len(wanted)]
     images = sample(generator, z, asked if conditional else None)
     features = run_classifier(classifier, images, BATCH_SIZE).features
     score, cluster = Realism.of(real.features).score(features), nearest(features, centres)
 
     out = torch.empty(len(wanted), generator.latent_dim)
-    for digit, offset in zip(wanted.unique().tolist(), offsets.tolist(), strict=True):
+    for digit, offset in zip(digits.tolist(), offsets.tolist(), strict=True):
         places, mine = wanted == digit, (asked == digit).nonzero().squeeze(1)
         reals = real_cluster[real.labels == digit] if conditional else real_cluster
         picked = rebalanced(
